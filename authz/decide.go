@@ -1,0 +1,197 @@
+// Package authz decides whether a request's JWT is good: it extracts the
+// token from a bearer header or cookie, verifies it against its issuer's
+// keys, checks its claims and the revocation denylist, and produces the
+// identity headers for the upstream. The gRPC (Envoy ext_authz) and HTTP
+// adapters translate that one decision into their wire formats.
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sidegate/sidegate/jwks"
+)
+
+// KeySource returns an issuer's verification key by exact kid.
+// *jwks.Cache is the production implementation.
+type KeySource interface {
+	Lookup(ctx context.Context, issuer, kid string) (*jwks.Key, error)
+}
+
+// Denylist reports whether verified claims match a revocation.
+type Denylist interface {
+	Revoked(c *Claims) bool
+}
+
+// Issuer is the verification policy of one trusted issuer.
+type Issuer struct {
+	Issuer     string   // exact iss
+	Audiences  []string // aud must contain one of these
+	Algorithms []string // allowed JWS algorithms
+}
+
+// ForwardClaim sets upstream header Header from claim Claim.
+type ForwardClaim struct {
+	Header string // lower-case
+	Claim  string
+}
+
+// Config is everything the engine decides with.
+type Config struct {
+	Issuers       []Issuer
+	Bearer        bool
+	Cookies       []string
+	Leeway        time.Duration
+	MaxSize       int
+	MaxLifetime   time.Duration
+	ForwardClaims []ForwardClaim
+	PayloadHeader string // lower-case; "" for none
+}
+
+// Engine makes decisions. It is safe for concurrent use.
+type Engine struct {
+	cfg      Config
+	issuers  map[string]Issuer
+	keys     KeySource
+	deny     Denylist
+	now      func() time.Time
+	extract  ExtractOptions
+	identity []string // every identity header name, for stripping
+}
+
+// NewEngine builds an engine. deny may be nil (no revocation); now may be
+// nil (time.Now).
+func NewEngine(cfg Config, keys KeySource, deny Denylist, now func() time.Time) (*Engine, error) {
+	if keys == nil {
+		return nil, errors.New("authz: no key source")
+	}
+	if cfg.MaxSize <= 0 {
+		return nil, errors.New("authz: MaxSize must be positive")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	e := &Engine{
+		cfg:     cfg,
+		issuers: make(map[string]Issuer, len(cfg.Issuers)),
+		keys:    keys,
+		deny:    deny,
+		now:     now,
+		extract: ExtractOptions{Bearer: cfg.Bearer, Cookies: cfg.Cookies},
+	}
+	for _, is := range cfg.Issuers {
+		e.issuers[is.Issuer] = is
+	}
+	for _, f := range cfg.ForwardClaims {
+		e.identity = append(e.identity, f.Header)
+	}
+	if cfg.PayloadHeader != "" {
+		e.identity = append(e.identity, cfg.PayloadHeader)
+	}
+	return e, nil
+}
+
+// Input is what a request brings to a decision.
+type Input struct {
+	// Headers maps lower-case header names to values; repeated headers are
+	// joined with "," (Cookie with "; "), as Envoy sends them.
+	Headers map[string]string
+}
+
+// Header is one header to set on the upstream request.
+type Header struct {
+	Name, Value string
+}
+
+// Decision is the answer for one request.
+type Decision struct {
+	Allowed bool
+	Reason  Reason
+	// Err is the denial with its detail, for the log; nil when allowed.
+	Err error
+	// Claims of the token that decided, when one verified.
+	Claims *Claims
+	// Headers to set on the upstream request (overwriting), and identity
+	// headers the client sent that no verified value replaces.
+	Headers []Header
+	Remove  []string
+}
+
+// Decide answers whether the request may pass. It never fails: every
+// problem is a denial with a reason.
+func (e *Engine) Decide(ctx context.Context, in Input) Decision {
+	if err := ctx.Err(); err != nil {
+		return deny(err, nil)
+	}
+	cands, err := Extract(in.Headers, e.extract)
+	if err != nil {
+		return deny(err, nil)
+	}
+	// Every token presented must be good: no falling back from a bad one to
+	// another. With both a header and a cookie, they must be the same user.
+	var claims *Claims
+	for _, cand := range cands {
+		c, err := e.verify(ctx, cand.Token)
+		if err != nil {
+			return deny(fmt.Errorf("%s: %w", cand.Source, err), c)
+		}
+		if e.deny != nil && e.deny.Revoked(c) {
+			return deny(fmt.Errorf("%s: %w", cand.Source, ErrRevoked), c)
+		}
+		if claims == nil {
+			claims = c
+		} else if c.Issuer != claims.Issuer || c.Subject != claims.Subject {
+			return deny(ErrTokenMismatch, claims)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return deny(err, claims)
+	}
+	d := Decision{Allowed: true, Reason: ReasonOK, Claims: claims}
+	d.Headers = e.identityHeaders(claims)
+	for _, name := range e.identity {
+		if _, sent := in.Headers[name]; sent && !hasHeader(d.Headers, name) {
+			d.Remove = append(d.Remove, name)
+		}
+	}
+	return d
+}
+
+func deny(err error, c *Claims) Decision {
+	return Decision{Reason: ReasonFor(err), Err: err, Claims: c}
+}
+
+func hasHeader(hs []Header, name string) bool {
+	for _, h := range hs {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Challenge is the WWW-Authenticate value for a denial (RFC 6750 §3).
+func (r Reason) Challenge() string {
+	if r.Error == "" {
+		return `Bearer realm="sidegate"`
+	}
+	return fmt.Sprintf(`Bearer realm="sidegate", error=%q, error_description=%q`, r.Error, r.Description)
+}
+
+// Body is the small JSON body of a denial:
+// {"error":"invalid_token","reason":"expired","description":"…"}.
+func (r Reason) Body() string {
+	code := r.Error
+	if code == "" {
+		code = strings.ReplaceAll(strings.ToLower(http.StatusText(r.Status)), " ", "_")
+	}
+	desc := r.Description
+	if desc == "" {
+		desc = http.StatusText(r.Status)
+	}
+	return fmt.Sprintf(`{"error":%q,"reason":%q,"description":%q}`, code, r.Code, desc)
+}

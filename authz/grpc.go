@@ -1,0 +1,132 @@
+package authz
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// AuthorizationService is the gRPC service name Envoy calls.
+const AuthorizationService = "envoy.service.auth.v3.Authorization"
+
+// NewGRPCServer returns a gRPC server with the Authorization service, the
+// gRPC health service (with the returned health server, which the caller
+// flips as readiness changes) and server reflection (so grpcurl works).
+// Keepalive and stream limits suit Envoy, which multiplexes many checks
+// over few long-lived connections.
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	base := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1024),
+		grpc.MaxRecvMsgSize(1 << 20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    30 * time.Second,
+			Timeout: 10 * time.Second,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	}
+	gs := grpc.NewServer(append(base, opts...)...)
+	authv3.RegisterAuthorizationServer(gs, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return gs, hs
+}
+
+// Check implements envoy.service.auth.v3.Authorization. A denial is a
+// normal CheckResponse; the error return is reserved for sidegate failing.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	d := s.decide(ctx, TransportGRPC, Input{Headers: envoyHeaders(req.GetAttributes().GetRequest().GetHttp())})
+	return checkResponse(&d), nil
+}
+
+// envoyHeaders returns the request's headers as a lower-case map. Envoy
+// sends either the headers map, or, with encode_raw_headers, a header list
+// whose repeated entries are joined here the way Envoy joins them.
+func envoyHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
+	if m := h.GetHeaders(); len(m) > 0 || h.GetHeaderMap() == nil {
+		return m
+	}
+	list := h.GetHeaderMap().GetHeaders()
+	m := make(map[string]string, len(list))
+	for _, hv := range list {
+		k := strings.ToLower(hv.GetKey())
+		v := hv.GetValue()
+		if raw := hv.GetRawValue(); len(raw) > 0 {
+			v = string(raw)
+		}
+		if prev, ok := m[k]; ok {
+			sep := ","
+			if k == "cookie" {
+				sep = "; "
+			}
+			v = prev + sep + v
+		}
+		m[k] = v
+	}
+	return m
+}
+
+var grpcCode = map[int]codes.Code{
+	401: codes.Unauthenticated,
+	403: codes.PermissionDenied,
+	503: codes.Unavailable,
+}
+
+func checkResponse(d *Decision) *authv3.CheckResponse {
+	if d.Allowed {
+		ok := &authv3.OkHttpResponse{HeadersToRemove: d.Remove}
+		if len(d.Headers) > 0 {
+			ok.Headers = make([]*corev3.HeaderValueOption, len(d.Headers))
+			for i, h := range d.Headers {
+				ok.Headers[i] = &corev3.HeaderValueOption{
+					Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+					AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+				}
+			}
+		}
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		}
+	}
+	r := d.Reason
+	code, ok := grpcCode[r.Status]
+	if !ok {
+		code = codes.Internal
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: r.Code},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode(r.Status)},
+			Headers: []*corev3.HeaderValueOption{
+				denyHeader("www-authenticate", r.Challenge()),
+				denyHeader("content-type", "application/json"),
+				denyHeader("cache-control", "no-store"),
+			},
+			Body: r.Body(),
+		}},
+	}
+}
+
+func denyHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}

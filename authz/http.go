@@ -1,0 +1,52 @@
+package authz
+
+import (
+	"io"
+	"net/http"
+	"strings"
+)
+
+// ServeHTTP is the HTTP check, on any path. The token comes from the
+// request's own Authorization and Cookie headers, so it works as the
+// subrequest target of nginx auth_request, Caddy forward_auth, Traefik
+// forwardAuth and Envoy's HTTP ext_authz mode. Allowed: 200 with the
+// identity headers (and, for Envoy, x-envoy-auth-headers-to-remove naming
+// client-sent identity headers nothing replaces). Denied: the reason's
+// status, WWW-Authenticate and a JSON body.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The body is never read; drain a little so the connection can be reused.
+	_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+	d := s.decide(r.Context(), TransportHTTP, Input{Headers: requestHeaders(r)})
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	if d.Allowed {
+		for _, ih := range d.Headers {
+			h.Set(ih.Name, ih.Value)
+		}
+		if len(d.Remove) > 0 {
+			h.Set("X-Envoy-Auth-Headers-To-Remove", strings.Join(d.Remove, ","))
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.Set("WWW-Authenticate", d.Reason.Challenge())
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(d.Reason.Status)
+	if r.Method != http.MethodHead {
+		_, _ = io.WriteString(w, d.Reason.Body())
+	}
+}
+
+// requestHeaders turns net/http's header into Envoy's form: lower-case
+// names, repeated values joined with "," (Cookie with "; ").
+func requestHeaders(r *http.Request) map[string]string {
+	m := make(map[string]string, len(r.Header))
+	for k, vs := range r.Header {
+		sep := ","
+		if k == "Cookie" {
+			sep = "; "
+		}
+		m[strings.ToLower(k)] = strings.Join(vs, sep)
+	}
+	return m
+}

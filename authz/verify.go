@@ -1,0 +1,330 @@
+package authz
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/lestrrat-go/jwx/v3/jws"
+
+	"github.com/sidegate/sidegate/jwks"
+)
+
+// Claims are the verified contents of a token.
+type Claims struct {
+	Issuer   string
+	Subject  string
+	ID       string // jti
+	Audience []string
+	// Expiry, NotBefore and IssuedAt are NumericDates in seconds; NotBefore
+	// and IssuedAt are 0 when absent.
+	Expiry, NotBefore, IssuedAt float64
+	KeyID                       string
+	Algorithm                   string
+	// Raw holds every claim, numbers as json.Number.
+	Raw map[string]any
+	// payload is the base64url payload segment of the token: the exact
+	// verified bytes, already in the encoding payload_header forwards.
+	payload string
+}
+
+// b64 is base64url without padding, rejecting non-canonical trailing bits
+// so that one token has exactly one encoding.
+var b64 = base64.RawURLEncoding.Strict()
+
+// header parameters that name or carry keys, certificates or URLs. They are
+// never used; a token carrying one is refused so that no key or fetch can
+// ever be steered by a token (RFC 8725 §3.10).
+var keyHeaders = []string{"jwk", "jku", "x5u", "x5c"}
+
+// checkShape is the pre-parse gate: a token must be at most maxSize bytes
+// and exactly three non-empty base64url segments. This refuses the JWS JSON
+// serialization, JWE, unsigned tokens and anything with padding,
+// whitespace or foreign characters before any decoding happens.
+func checkShape(tok string, maxSize int) error {
+	if len(tok) > maxSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTokenTooLarge, len(tok), maxSize)
+	}
+	if strings.HasPrefix(tok, "{") {
+		return fmt.Errorf("%w: JWS JSON serialization is not accepted", ErrMalformed)
+	}
+	segs, start := 0, 0
+	for i := 0; i <= len(tok); i++ {
+		if i == len(tok) || tok[i] == '.' {
+			if i == start {
+				return fmt.Errorf("%w: empty segment", ErrMalformed)
+			}
+			segs++
+			start = i + 1
+			continue
+		}
+		c := tok[i]
+		if !(isAlnum(c) || c == '-' || c == '_') {
+			return fmt.Errorf("%w: character %q is not base64url", ErrMalformed, c)
+		}
+	}
+	if segs != 3 {
+		return fmt.Errorf("%w: %d segments, want 3", ErrMalformed, segs)
+	}
+	return nil
+}
+
+// tokenHeader is the part of the protected header sidegate acts on.
+type tokenHeader struct {
+	alg, kid string
+}
+
+// parseHeader decodes and checks the protected header. Duplicate member
+// names are refused (RFC 7515 §5.2), so no other parser can read a
+// different alg or kid from the same bytes.
+func parseHeader(seg string) (tokenHeader, error) {
+	raw, err := b64.DecodeString(seg)
+	if err != nil {
+		return tokenHeader{}, fmt.Errorf("%w: header is not base64url: %v", ErrMalformed, err)
+	}
+	members, err := decodeObject(raw)
+	if err != nil {
+		return tokenHeader{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	for _, name := range keyHeaders {
+		if _, ok := members[name]; ok {
+			return tokenHeader{}, fmt.Errorf("%w: %q", ErrForbiddenHeader, name)
+		}
+	}
+	// No extension is understood, so any crit is refused (RFC 7515
+	// §4.1.11); b64=false (RFC 7797) changes what is signed.
+	for _, name := range []string{"crit", "b64"} {
+		if _, ok := members[name]; ok {
+			return tokenHeader{}, fmt.Errorf("%w: %q", ErrForbiddenHeader, name)
+		}
+	}
+	var h tokenHeader
+	if err := json.Unmarshal(members["alg"], &h.alg); err != nil || h.alg == "" {
+		return tokenHeader{}, fmt.Errorf("%w: alg missing or not a string", ErrMalformed)
+	}
+	if strings.EqualFold(h.alg, "none") {
+		return tokenHeader{}, fmt.Errorf("%w: alg none", ErrAlgorithm)
+	}
+	kid, ok := members["kid"]
+	if !ok {
+		return tokenHeader{}, ErrMissingKeyID
+	}
+	if err := json.Unmarshal(kid, &h.kid); err != nil || h.kid == "" {
+		return tokenHeader{}, fmt.Errorf("%w: kid is empty or not a string", ErrMissingKeyID)
+	}
+	return h, nil
+}
+
+// decodeObject decodes a JSON object into its members, refusing duplicate
+// names and trailing data.
+func decodeObject(data []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	members := make(map[string]json.RawMessage, 4)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := t.(string)
+		if _, dup := members[name]; dup {
+			return nil, fmt.Errorf("duplicate member %q", name)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		members[name] = v
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the object")
+	}
+	return members, nil
+}
+
+// parsePayload decodes the (not yet verified) payload into claims.
+func parsePayload(seg string) (map[string]any, error) {
+	raw, err := b64.DecodeString(seg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload is not base64url: %v", ErrMalformed, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the payload object", ErrMalformed)
+	}
+	return claims, nil
+}
+
+// verify checks one token completely: shape, header, issuer, key, algorithm,
+// signature and claims, in that order. Claims are only judged once the
+// signature holds, so an unsigned claim never decides the reason.
+func (e *Engine) verify(ctx context.Context, tok string) (*Claims, error) {
+	if err := checkShape(tok, e.cfg.MaxSize); err != nil {
+		return nil, err
+	}
+	hseg, rest, _ := strings.Cut(tok, ".")
+	pseg, _, _ := strings.Cut(rest, ".")
+	h, err := parseHeader(hseg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := parsePayload(pseg)
+	if err != nil {
+		return nil, err
+	}
+	iss, ok := raw["iss"].(string)
+	if !ok {
+		return nil, fmt.Errorf("%w: iss missing or not a string", ErrInvalidClaims)
+	}
+	pol, ok := e.issuers[iss]
+	if !ok {
+		return nil, ErrUnknownIssuer
+	}
+	if !slices.Contains(pol.Algorithms, h.alg) {
+		return nil, fmt.Errorf("%w: %q is not in the issuer's algorithms", ErrAlgorithm, h.alg)
+	}
+	key, err := e.keys.Lookup(ctx, iss, h.kid)
+	switch {
+	case errors.Is(err, jwks.ErrUnknownKey):
+		return nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, h.kid)
+	case errors.Is(err, jwks.ErrKeysUnavailable):
+		return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrUnknownKey, err)
+	}
+	alg, ok := key.Algorithm(h.alg)
+	if !ok {
+		return nil, fmt.Errorf("%w: key %q is not for %s", ErrAlgorithm, h.kid, h.alg)
+	}
+	if _, err := jws.VerifyCompactFast(key.Public, []byte(tok), alg); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	c := &Claims{Issuer: iss, KeyID: h.kid, Algorithm: h.alg, Raw: raw, payload: pseg}
+	if err := e.checkClaims(c, pol); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkClaims applies RFC 7519 §4.1 and RFC 8725 to verified claims.
+func (e *Engine) checkClaims(c *Claims, pol Issuer) error {
+	var err error
+	if c.Expiry, err = numericDate(c.Raw, "exp", true); err != nil {
+		return err
+	}
+	if c.NotBefore, err = numericDate(c.Raw, "nbf", false); err != nil {
+		return err
+	}
+	if c.IssuedAt, err = numericDate(c.Raw, "iat", false); err != nil {
+		return err
+	}
+	if c.Subject, err = optionalString(c.Raw, "sub"); err != nil {
+		return err
+	}
+	if c.ID, err = optionalString(c.Raw, "jti"); err != nil {
+		return err
+	}
+	if c.Audience, err = audience(c.Raw["aud"]); err != nil {
+		return err
+	}
+	now := e.now()
+	nowSec := float64(now.UnixNano()) / 1e9
+	leeway := e.cfg.Leeway.Seconds()
+	if nowSec >= c.Expiry+leeway {
+		return fmt.Errorf("%w: exp %.0f is %.0fs ago", ErrExpired, c.Expiry, nowSec-c.Expiry)
+	}
+	if c.NotBefore != 0 && c.NotBefore > nowSec+leeway {
+		return fmt.Errorf("%w: nbf %.0f is in the future", ErrNotYetValid, c.NotBefore)
+	}
+	if c.IssuedAt != 0 && c.IssuedAt > nowSec+leeway {
+		return fmt.Errorf("%w: iat %.0f is in the future", ErrNotYetValid, c.IssuedAt)
+	}
+	maxLife := e.cfg.MaxLifetime.Seconds()
+	if c.IssuedAt != 0 {
+		if c.Expiry-c.IssuedAt > maxLife {
+			return fmt.Errorf("%w: exp-iat is %.0fs, limit %.0fs", ErrLifetime, c.Expiry-c.IssuedAt, maxLife)
+		}
+	} else if c.Expiry-nowSec > maxLife+leeway {
+		return fmt.Errorf("%w: no iat and exp is %.0fs away, limit %.0fs", ErrLifetime, c.Expiry-nowSec, maxLife)
+	}
+	for _, a := range c.Audience {
+		if slices.Contains(pol.Audiences, a) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: aud %q", ErrAudience, c.Audience)
+}
+
+// numericDate reads a NumericDate claim: a positive, finite JSON number.
+// Strings, dates and other types are refused, not coerced.
+func numericDate(raw map[string]any, name string, required bool) (float64, error) {
+	v, ok := raw[name]
+	if !ok {
+		if required {
+			return 0, fmt.Errorf("%w: %s is required", ErrInvalidClaims, name)
+		}
+		return 0, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("%w: %s is not a number", ErrInvalidClaims, name)
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsInf(f, 0) || f <= 0 {
+		return 0, fmt.Errorf("%w: %s is not a positive finite number", ErrInvalidClaims, name)
+	}
+	return f, nil
+}
+
+func optionalString(raw map[string]any, name string) (string, error) {
+	v, ok := raw[name]
+	if !ok {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("%w: %s is not a string", ErrInvalidClaims, name)
+	}
+	return s, nil
+}
+
+// audience reads aud: one string or an array of strings (RFC 7519 §4.1.3).
+func audience(v any) ([]string, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return []string{v}, nil
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, a := range v {
+			s, ok := a.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: aud holds a non-string", ErrInvalidClaims)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: aud is neither a string nor an array", ErrInvalidClaims)
+}

@@ -1,0 +1,484 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sidegate/sidegate/authz"
+	"github.com/sidegate/sidegate/jwks"
+)
+
+// Config is sidegate's whole configuration file.
+type Config struct {
+	Listen     ListenConfig     `yaml:"listen"`
+	Issuers    []IssuerConfig   `yaml:"issuers"`
+	Tokens     TokensConfig     `yaml:"tokens"`
+	Forward    ForwardConfig    `yaml:"forward"`
+	JWKS       JWKSConfig       `yaml:"jwks"`
+	Revocation RevocationConfig `yaml:"revocation"`
+}
+
+// ListenConfig holds the three listeners.
+type ListenConfig struct {
+	GRPC  string `yaml:"grpc"`  // Envoy ext_authz v3
+	HTTP  string `yaml:"http"`  // HTTP check, any path
+	Admin string `yaml:"admin"` // /metrics, /healthz, /readyz
+	// ShutdownTimeout bounds the drain of in-flight checks on SIGTERM.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// IssuerConfig is one trusted issuer.
+type IssuerConfig struct {
+	Issuer     string   `yaml:"issuer"`
+	JWKSURI    string   `yaml:"jwks_uri"`
+	Discovery  bool     `yaml:"discovery"`
+	Audiences  []string `yaml:"audiences"`
+	Algorithms []string `yaml:"algorithms"`
+}
+
+// TokensConfig says where tokens come from and how strictly time is judged.
+type TokensConfig struct {
+	Bearer      *bool    `yaml:"bearer"`
+	Cookies     []string `yaml:"cookies"`
+	Leeway      Duration `yaml:"leeway"`
+	MaxSize     int      `yaml:"max_size"`
+	MaxLifetime Duration `yaml:"max_lifetime"`
+}
+
+// ForwardConfig says which identity headers the upstream receives.
+type ForwardConfig struct {
+	Claims        map[string]string `yaml:"claims"`
+	PayloadHeader *string           `yaml:"payload_header"`
+}
+
+// JWKSConfig tunes key fetching for all issuers.
+type JWKSConfig struct {
+	RefreshInterval Duration `yaml:"refresh_interval"`
+	Timeout         Duration `yaml:"timeout"`
+}
+
+// RevocationConfig is the NATS revocation feed (not active yet: accepted so
+// that configurations written for it validate).
+type RevocationConfig struct {
+	NATS struct {
+		URL     string `yaml:"url"`
+		Subject string `yaml:"subject"`
+		Stream  string `yaml:"stream"`
+	} `yaml:"nats"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if n.Kind != yaml.ScalarNode || n.Decode(&s) != nil {
+		return fmt.Errorf("line %d: want a duration such as 30s, 5m or 1h", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use forms such as 30s, 5m or 1h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Defaults.
+var (
+	defaultAlgorithms = []string{"RS256", "ES256", "EdDSA"}
+	supportedAlgs     = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+const (
+	defaultGRPC        = "127.0.0.1:9191"
+	defaultHTTP        = "127.0.0.1:9192"
+	defaultAdmin       = "127.0.0.1:9090"
+	defaultMaxSize     = 8 << 10
+	defaultPayloadHdr  = "x-jwt-payload"
+	defaultLeeway      = 30 * time.Second
+	defaultMaxLifetime = 24 * time.Hour
+	defaultRefresh     = 5 * time.Minute
+	defaultJWKSTimeout = 10 * time.Second
+	defaultShutdown    = 15 * time.Second
+)
+
+// LoadConfig reads, defaults and validates a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig parses YAML, applies defaults and validates. Unknown keys
+// and every validation problem are reported together in one ProblemsError.
+func ParseConfig(data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if len(root.Content) == 0 {
+		return nil, errors.New("config: the file is empty")
+	}
+	var p problems
+	checkKeys(root.Content[0], reflect.TypeFor[Config](), "", &p)
+	if len(p) > 0 {
+		return nil, p
+	}
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// checkKeys reports every mapping key that names no field, with its path,
+// so that a typo such as "cookie:" is an error and not a silent default.
+func checkKeys(n *yaml.Node, t reflect.Type, path string, p *problems) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByTag(t, k.Value)
+			if !ok {
+				p.add(join(path, k.Value), "unknown key (line %d)%s", k.Line, suggest(t, k.Value))
+				continue
+			}
+			checkKeys(v, f.Type, join(path, k.Value), p)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, el := range n.Content {
+			checkKeys(el, t.Elem(), fmt.Sprintf("%s[%d]", path, i), p)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			checkKeys(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), p)
+		}
+	}
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// suggest names a known key that differs from a typo by a plural or a
+// case, the most common mistakes.
+func suggest(t reflect.Type, name string) string {
+	for i := 0; i < t.NumField(); i++ {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if strings.EqualFold(tag, name) || strings.EqualFold(tag, name+"s") || strings.EqualFold(tag+"s", name) || strings.EqualFold(strings.ReplaceAll(tag, "_", ""), strings.ReplaceAll(name, "-", "")) {
+			return fmt.Sprintf("; did you mean %q?", tag)
+		}
+	}
+	return ""
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (c *Config) applyDefaults() {
+	setDefault(&c.Listen.GRPC, defaultGRPC)
+	setDefault(&c.Listen.HTTP, defaultHTTP)
+	setDefault(&c.Listen.Admin, defaultAdmin)
+	setDefault(&c.Listen.ShutdownTimeout, Duration(defaultShutdown))
+	for i := range c.Issuers {
+		if c.Issuers[i].Algorithms == nil {
+			c.Issuers[i].Algorithms = slices.Clone(defaultAlgorithms)
+		}
+	}
+	if c.Tokens.Bearer == nil {
+		t := true
+		c.Tokens.Bearer = &t
+	}
+	setDefault(&c.Tokens.Leeway, Duration(defaultLeeway))
+	setDefault(&c.Tokens.MaxSize, defaultMaxSize)
+	setDefault(&c.Tokens.MaxLifetime, Duration(defaultMaxLifetime))
+	if c.Forward.Claims == nil {
+		c.Forward.Claims = map[string]string{"x-user-id": "sub"}
+	}
+	if c.Forward.PayloadHeader == nil {
+		h := defaultPayloadHdr
+		c.Forward.PayloadHeader = &h
+	}
+	setDefault(&c.JWKS.RefreshInterval, Duration(defaultRefresh))
+	setDefault(&c.JWKS.Timeout, Duration(defaultJWKSTimeout))
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// problems collects validation errors, each naming its key.
+type problems []string
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+}
+
+func (p problems) Error() string {
+	return "config: " + strings.Join(p, "; ")
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var p problems
+	listeners := map[string]string{}
+	for _, l := range []struct{ key, addr string }{
+		{"listen.grpc", c.Listen.GRPC}, {"listen.http", c.Listen.HTTP}, {"listen.admin", c.Listen.Admin},
+	} {
+		if _, port, err := net.SplitHostPort(l.addr); err != nil || port == "" {
+			p.add(l.key, "%q is not host:port", l.addr)
+		} else if other, dup := listeners[l.addr]; dup && port != "0" {
+			p.add(l.key, "%q is also %s", l.addr, other)
+		}
+		listeners[l.addr] = l.key
+	}
+	if c.Listen.ShutdownTimeout < 0 {
+		p.add("listen.shutdown_timeout", "must not be negative")
+	}
+	if len(c.Issuers) == 0 {
+		p.add("issuers", "at least one issuer is required")
+	}
+	seen := map[string]int{}
+	for i, is := range c.Issuers {
+		key := fmt.Sprintf("issuers[%d]", i)
+		switch {
+		case is.Issuer == "":
+			p.add(key+".issuer", "must not be empty")
+		case seen[is.Issuer] > 0:
+			p.add(key+".issuer", "%q is also issuers[%d]", is.Issuer, seen[is.Issuer]-1)
+		}
+		seen[is.Issuer] = i + 1
+		switch {
+		case is.Discovery && is.JWKSURI != "":
+			p.add(key, "set either jwks_uri or discovery: true, not both")
+		case is.Discovery:
+			if err := httpURL(is.Issuer); err != nil {
+				p.add(key+".issuer", "discovery needs the issuer to be an http(s) URL: %v", err)
+			}
+		case is.JWKSURI == "":
+			p.add(key+".jwks_uri", "must be set (or discovery: true)")
+		default:
+			if err := httpURL(is.JWKSURI); err != nil {
+				p.add(key+".jwks_uri", "%v", err)
+			}
+		}
+		if len(is.Audiences) == 0 {
+			p.add(key+".audiences", "must not be empty")
+		}
+		for j, a := range is.Audiences {
+			if a == "" {
+				p.add(fmt.Sprintf("%s.audiences[%d]", key, j), "must not be empty")
+			}
+		}
+		if len(is.Algorithms) == 0 {
+			p.add(key+".algorithms", "must not be empty")
+		}
+		for j, a := range is.Algorithms {
+			k := fmt.Sprintf("%s.algorithms[%d]", key, j)
+			switch {
+			case strings.EqualFold(a, "none"):
+				p.add(k, "none is never accepted")
+			case strings.HasPrefix(strings.ToUpper(a), "HS"):
+				p.add(k, "%s is symmetric: a verifier holding the secret could mint tokens; use an asymmetric algorithm", a)
+			case !slices.Contains(supportedAlgs, a):
+				p.add(k, "%q is not supported (one of %s)", a, strings.Join(supportedAlgs, ", "))
+			}
+		}
+	}
+	if !*c.Tokens.Bearer && len(c.Tokens.Cookies) == 0 {
+		p.add("tokens", "no token source: enable bearer or name at least one cookie")
+	}
+	for i, name := range c.Tokens.Cookies {
+		if !isToken(name) {
+			p.add(fmt.Sprintf("tokens.cookies[%d]", i), "%q is not a valid cookie name", name)
+		}
+		if slices.Index(c.Tokens.Cookies, name) != i {
+			p.add(fmt.Sprintf("tokens.cookies[%d]", i), "%q is listed twice", name)
+		}
+	}
+	if c.Tokens.Leeway < 0 || c.Tokens.Leeway.D() > 5*time.Minute {
+		p.add("tokens.leeway", "must be between 0 and 5m")
+	}
+	if c.Tokens.MaxSize < 256 || c.Tokens.MaxSize > 64<<10 {
+		p.add("tokens.max_size", "must be between 256 and 65536 bytes")
+	}
+	if c.Tokens.MaxLifetime <= 0 {
+		p.add("tokens.max_lifetime", "must be positive")
+	}
+	headers := map[string]string{}
+	for _, h := range sortedKeys(c.Forward.Claims) {
+		key := "forward.claims." + h
+		if err := checkIdentityHeader(h); err != nil {
+			p.add(key, "%v", err)
+		}
+		if c.Forward.Claims[h] == "" {
+			p.add(key, "must name a claim")
+		}
+		if other, dup := headers[strings.ToLower(h)]; dup {
+			p.add(key, "same header as forward.claims.%s", other)
+		}
+		headers[strings.ToLower(h)] = h
+	}
+	if ph := *c.Forward.PayloadHeader; ph != "" {
+		if err := checkIdentityHeader(ph); err != nil {
+			p.add("forward.payload_header", "%v", err)
+		}
+		if other, dup := headers[strings.ToLower(ph)]; dup {
+			p.add("forward.payload_header", "same header as forward.claims.%s", other)
+		}
+	}
+	if c.JWKS.RefreshInterval.D() < time.Second {
+		p.add("jwks.refresh_interval", "must be at least 1s")
+	}
+	if c.JWKS.Timeout <= 0 {
+		p.add("jwks.timeout", "must be positive")
+	}
+	if u := c.Revocation.NATS.URL; u != "" {
+		if parsed, err := url.Parse(u); err != nil || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, parsed.Scheme) {
+			p.add("revocation.nats.url", "%q is not a nats:// URL", u)
+		}
+	}
+	if len(p) > 0 {
+		return p
+	}
+	return nil
+}
+
+func httpURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", s)
+	}
+	return nil
+}
+
+// Headers that must never be set from a claim: they change how the request
+// is routed or framed, or carry credentials.
+var reservedHeaders = []string{"host", "authorization", "cookie", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade", "keep-alive", "proxy-authorization", "x-envoy-auth-headers-to-remove"}
+
+func checkIdentityHeader(h string) error {
+	if !isToken(h) {
+		return fmt.Errorf("%q is not a valid header name", h)
+	}
+	if slices.Contains(reservedHeaders, strings.ToLower(h)) {
+		return fmt.Errorf("%q cannot be an identity header", h)
+	}
+	return nil
+}
+
+// isToken reports whether s is an RFC 9110 token (header and cookie names).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7F || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// engineConfig is the authz view of the configuration.
+func (c *Config) engineConfig() authz.Config {
+	ec := authz.Config{
+		Bearer:        *c.Tokens.Bearer,
+		Cookies:       c.Tokens.Cookies,
+		Leeway:        c.Tokens.Leeway.D(),
+		MaxSize:       c.Tokens.MaxSize,
+		MaxLifetime:   c.Tokens.MaxLifetime.D(),
+		PayloadHeader: strings.ToLower(*c.Forward.PayloadHeader),
+	}
+	for _, is := range c.Issuers {
+		ec.Issuers = append(ec.Issuers, authz.Issuer{Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms})
+	}
+	for _, h := range sortedKeys(c.Forward.Claims) {
+		ec.ForwardClaims = append(ec.ForwardClaims, authz.ForwardClaim{Header: strings.ToLower(h), Claim: c.Forward.Claims[h]})
+	}
+	return ec
+}
+
+// jwksIssuers is the jwks view of the configuration.
+func (c *Config) jwksIssuers() []jwks.IssuerConfig {
+	out := make([]jwks.IssuerConfig, 0, len(c.Issuers))
+	for _, is := range c.Issuers {
+		out = append(out, jwks.IssuerConfig{Issuer: is.Issuer, JWKSURI: is.JWKSURI, Discovery: is.Discovery})
+	}
+	return out
+}
+
+// Summary is the one-line description check-config prints.
+func (c *Config) Summary() string {
+	var src []string
+	if *c.Tokens.Bearer {
+		src = append(src, "bearer")
+	}
+	for _, ck := range c.Tokens.Cookies {
+		src = append(src, "cookie "+ck)
+	}
+	return fmt.Sprintf("ok: %d issuer(s); tokens from %s; %d identity header(s); grpc %s, http %s, admin %s",
+		len(c.Issuers), strings.Join(src, ", "), len(c.Forward.Claims)+boolInt(*c.Forward.PayloadHeader != ""),
+		c.Listen.GRPC, c.Listen.HTTP, c.Listen.Admin)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

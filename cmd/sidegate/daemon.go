@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sidegate/sidegate/authz"
+	"github.com/sidegate/sidegate/jwks"
+)
+
+// daemon is one running sidegate: listeners bound, components wired.
+type daemon struct {
+	cfg      *Config
+	log      *slog.Logger
+	keys     *jwks.Cache
+	grpc     *grpc.Server
+	health   *health.Server
+	http     *http.Server
+	admin    *http.Server
+	lns      struct{ grpc, http, admin net.Listener }
+	draining atomic.Bool
+	ready    atomic.Bool
+}
+
+// newDaemon builds every component and binds the listeners, so that a port
+// in use fails start-up with a clear error and tests can listen on :0.
+func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	keys, err := jwks.New(cfg.jwksIssuers(), jwks.Options{
+		RefreshInterval: cfg.JWKS.RefreshInterval.D(),
+		Timeout:         cfg.JWKS.Timeout.D(),
+		Logger:          log.With("component", "jwks"),
+		Registerer:      reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	engine, err := authz.NewEngine(cfg.engineConfig(), keys, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	m, err := authz.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	srv := authz.NewServer(engine, m, log.With("component", "authz"))
+	d := &daemon{cfg: cfg, log: log, keys: keys}
+	d.grpc, d.health = authz.NewGRPCServer(srv)
+	d.http = &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	d.admin = &http.Server{
+		Handler:           d.adminMux(reg),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	for _, l := range []struct {
+		key, addr string
+		ln        *net.Listener
+	}{
+		{"listen.grpc", cfg.Listen.GRPC, &d.lns.grpc},
+		{"listen.http", cfg.Listen.HTTP, &d.lns.http},
+		{"listen.admin", cfg.Listen.Admin, &d.lns.admin},
+	} {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			d.closeListeners()
+			return nil, fmt.Errorf("%s: %w", l.key, err)
+		}
+		*l.ln = ln
+	}
+	return d, nil
+}
+
+func (d *daemon) closeListeners() {
+	for _, ln := range []net.Listener{d.lns.grpc, d.lns.http, d.lns.admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func (d *daemon) adminMux(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if reason := d.notReady(); reason != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", reason)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// notReady says why the daemon should not receive traffic, or "".
+func (d *daemon) notReady() string {
+	if d.draining.Load() {
+		return "shutting down"
+	}
+	if missing := d.keys.Unready(); len(missing) > 0 {
+		return "no usable keys yet for " + strings.Join(missing, ", ")
+	}
+	return ""
+}
+
+// Run serves until ctx ends, then shuts down in order: readiness off, gRPC
+// GracefulStop, HTTP Shutdown, each bounded by listen.shutdown_timeout.
+func (d *daemon) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	keysCtx, stopKeys := context.WithCancel(context.Background())
+	defer stopKeys()
+	g.Go(func() error { return d.keys.Run(keysCtx) })
+	g.Go(func() error { return d.grpc.Serve(d.lns.grpc) })
+	g.Go(func() error { return serveHTTP(d.http, d.lns.http) })
+	g.Go(func() error { return serveHTTP(d.admin, d.lns.admin) })
+	g.Go(func() error { d.watchReadiness(gctx); return nil })
+	d.log.Info("sidegate started", "version", versionString(), "grpc", d.lns.grpc.Addr().String(),
+		"http", d.lns.http.Addr().String(), "admin", d.lns.admin.Addr().String(), "issuers", len(d.cfg.Issuers))
+	if d.cfg.Revocation.NATS.URL != "" {
+		d.log.Warn("revocation.nats is configured but revocation is not implemented in this version: tokens are NOT checked against a denylist")
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		d.shutdown()
+		stopKeys()
+		return nil
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func serveHTTP(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (d *daemon) shutdown() {
+	timeout := d.cfg.Listen.ShutdownTimeout.D()
+	d.log.Info("shutting down", "drain_timeout", timeout)
+	d.draining.Store(true)
+	d.setHealth(false)
+	stopped := make(chan struct{})
+	go func() { d.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(timeout):
+		d.log.Warn("gRPC drain timed out; closing remaining streams")
+		d.grpc.Stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := d.http.Shutdown(ctx); err != nil {
+		d.log.Warn("HTTP drain timed out", "err", err)
+		d.http.Close()
+	}
+	d.admin.Close()
+	d.log.Info("stopped")
+}
+
+// watchReadiness keeps the gRPC health status in step with /readyz and
+// logs each change.
+func (d *daemon) watchReadiness(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		reason := d.notReady()
+		if ready := reason == ""; ready != d.ready.Load() {
+			d.ready.Store(ready)
+			d.setHealth(ready)
+			if ready {
+				d.log.Info("ready")
+			} else {
+				d.log.Warn("not ready", "why", reason)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *daemon) setHealth(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	d.health.SetServingStatus("", st)
+	d.health.SetServingStatus(authz.AuthorizationService, st)
+}
