@@ -281,4 +281,3 @@ func (c *Cache) get(ctx context.Context, uri string) ([]byte, error) {
 type errTooLarge struct{ limit int64 }
 
 func (e errTooLarge) Error() string { return fmt.Sprintf("body over %d bytes", e.limit) }
-
