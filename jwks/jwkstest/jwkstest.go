@@ -11,6 +11,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -183,6 +184,15 @@ func (k *Key) SignAs(tb testing.TB, alg string, header, payload []byte) string {
 	return input + "." + b64(sig)
 }
 
+// SignHMAC signs with HMAC (HS256/384/512) and secret, for the
+// algorithm-confusion attack where the secret is a public key's bytes.
+func SignHMAC(alg string, secret, header, payload []byte) string {
+	input := b64(header) + "." + b64(payload)
+	mac := hmac.New(func() hash.Hash { _, h := hashFor(alg); return h }, secret)
+	mac.Write([]byte(input))
+	return input + "." + b64(mac.Sum(nil))
+}
+
 func hashFor(alg string) (crypto.Hash, hash.Hash) {
 	switch alg[2:] {
 	case "384":
@@ -216,9 +226,6 @@ func signBytes(key crypto.Signer, alg string, input []byte) ([]byte, error) {
 		r.FillBytes(out[:size])
 		s.FillBytes(out[size:])
 		return out, nil
-	case "HS":
-		// HMAC with the given bytes as secret is built by the caller; here
-		// the "key" is unused. Kept out on purpose.
 	}
 	return nil, &unsupportedAlg{alg}
 }
