@@ -3,6 +3,7 @@ package jwks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -71,7 +72,7 @@ func New(issuers []IssuerConfig, opts Options) (*Cache, error) {
 		opts.MaxBodyBytes = defaultMaxBodyBytes
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: opts.Timeout}
+		opts.Client = &http.Client{Timeout: opts.Timeout, CheckRedirect: noDowngrade}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -247,6 +248,9 @@ func (c *Cache) discover(ctx context.Context, is *issuer) error {
 	if !strings.HasPrefix(doc.JWKSURI, "https://") && !strings.HasPrefix(doc.JWKSURI, "http://") {
 		return fmt.Errorf("jwks: discovery %s: jwks_uri %q is not an http(s) URL", uri, doc.JWKSURI)
 	}
+	if strings.HasPrefix(uri, "https://") && !strings.HasPrefix(doc.JWKSURI, "https://") {
+		return fmt.Errorf("jwks: discovery %s: jwks_uri %q would downgrade https to http", uri, doc.JWKSURI)
+	}
 	is.jwksURI.Store(&doc.JWKSURI)
 	return nil
 }
@@ -276,6 +280,18 @@ func (c *Cache) get(ctx context.Context, uri string) ([]byte, error) {
 		return nil, fmt.Errorf("jwks: fetch %s: %w", uri, errTooLarge{c.opts.MaxBodyBytes})
 	}
 	return body, nil
+}
+
+// noDowngrade follows at most 5 redirects and never from https to http:
+// keys fetched in clear text could be swapped by anyone on the path.
+func noDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("jwks: more than 5 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("jwks: refusing redirect from https to %s", req.URL.Redacted())
+	}
+	return nil
 }
 
 type errTooLarge struct{ limit int64 }

@@ -131,6 +131,12 @@ func parseKey(raw json.RawMessage) (*Key, string, error) {
 	if err != nil {
 		return nil, kid, fmt.Errorf("invalid JWK: %w", err)
 	}
+	// encoding/json matched "kid" case-insensitively above, so a member such
+	// as "KID" could have named the key; JWK member names are case-sensitive
+	// (RFC 7517 §4), and the key must be filed under the kid jwx read.
+	if jkid, _ := jk.KeyID(); jkid != kid {
+		return nil, kid, fmt.Errorf("ambiguous kid: %q, or %q by a member name in another case", jkid, kid)
+	}
 	if use, ok := jk.KeyUsage(); ok && use != "sig" {
 		return nil, kid, fmt.Errorf("use %q is not \"sig\"", use)
 	}
@@ -159,16 +165,13 @@ func parseKey(raw json.RawMessage) (*Key, string, error) {
 	return &Key{ID: kid, Algorithms: algs, Public: pub}, kid, nil
 }
 
-// publicOnly reduces a key to its public half (a JWKS that publishes
-// private keys is a misconfiguration, but only the public part is used).
+// publicOnly accepts public keys only. A JWKS that publishes private key
+// material has leaked it: anyone who fetched the set can sign tokens, so
+// such a key is refused (fail closed), not reduced to its public half.
 func publicOnly(k any) (any, error) {
 	switch k := k.(type) {
-	case *rsa.PrivateKey:
-		return &k.PublicKey, nil
-	case *ecdsa.PrivateKey:
-		return &k.PublicKey, nil
-	case ed25519.PrivateKey:
-		return k.Public(), nil
+	case *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey:
+		return nil, fmt.Errorf("private key material is published (anyone can sign with it): key refused")
 	case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
 		return k, nil
 	default:
