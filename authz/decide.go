@@ -134,6 +134,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 	// Every token presented must be good: no falling back from a bad one to
 	// another. With both a header and a cookie, they must be the same user.
 	var claims *Claims
+	var first string
 	for _, cand := range cands {
 		c, err := e.verify(ctx, cand.Token)
 		if err != nil {
@@ -142,10 +143,14 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 		if e.deny != nil && e.deny.Revoked(c) {
 			return deny(fmt.Errorf("%s: %w", cand.Source, ErrRevoked), c)
 		}
-		if claims == nil {
-			claims = c
-		} else if c.Issuer != claims.Issuer || c.Subject != claims.Subject {
+		switch {
+		case claims == nil:
+			claims, first = c, cand.Token
+		case c.Issuer != claims.Issuer || c.Subject != claims.Subject:
 			return deny(ErrTokenMismatch, claims)
+		case c.Subject == "" && cand.Token != first:
+			// Without a subject nothing shows the two name the same user.
+			return deny(fmt.Errorf("%w: different tokens without sub", ErrTokenMismatch), claims)
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -28,7 +28,10 @@ const AuthorizationService = "envoy.service.auth.v3.Authorization"
 func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	base := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1024),
-		grpc.MaxRecvMsgSize(1 << 20),
+		// Above Envoy's own limits (60 KiB of headers by default, plus any
+		// with_request_body), so a real request is never a gRPC error, which
+		// failure_mode_allow: true would turn into an allow.
+		grpc.MaxRecvMsgSize(8 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    30 * time.Second,
 			Timeout: 10 * time.Second,
@@ -64,6 +67,10 @@ func envoyHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
 	}
 	list := h.GetHeaderMap().GetHeaders()
 	m := make(map[string]string, len(list))
+	// Repeated names are collected and joined once: joining as they come
+	// would copy the value so far on every repeat, quadratic in a hostile
+	// list of many small entries.
+	var more map[string][]string
 	for _, hv := range list {
 		k := strings.ToLower(hv.GetKey())
 		v := hv.GetValue()
@@ -71,13 +78,23 @@ func envoyHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
 			v = string(raw)
 		}
 		if prev, ok := m[k]; ok {
-			sep := ","
-			if k == "cookie" {
-				sep = "; "
+			if more == nil {
+				more = make(map[string][]string)
 			}
-			v = prev + sep + v
+			if more[k] == nil {
+				more[k] = []string{prev}
+			}
+			more[k] = append(more[k], v)
+			continue
 		}
 		m[k] = v
+	}
+	for k, vs := range more {
+		sep := ","
+		if k == "cookie" {
+			sep = "; "
+		}
+		m[k] = strings.Join(vs, sep)
 	}
 	return m
 }

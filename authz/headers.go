@@ -6,7 +6,7 @@ import (
 )
 
 // identityHeaders renders forward.claims and payload_header for verified
-// claims. A claim that is absent or null sets no header.
+// claims. A claim that is absent, null or empty sets no header.
 func (e *Engine) identityHeaders(c *Claims) []Header {
 	out := make([]Header, 0, len(e.identity))
 	for _, f := range e.cfg.ForwardClaims {
@@ -14,7 +14,11 @@ func (e *Engine) identityHeaders(c *Claims) []Header {
 		if !ok || v == nil {
 			continue
 		}
-		out = append(out, Header{Name: f.Header, Value: HeaderValue(v)})
+		// An empty value ("" or []) is no identity: leave the header unset
+		// (and the client's copy stripped) rather than set it to "".
+		if hv := HeaderValue(v); hv != "" {
+			out = append(out, Header{Name: f.Header, Value: hv})
+		}
 	}
 	if e.cfg.PayloadHeader != "" {
 		// The payload segment is the base64url of the exact verified bytes.
@@ -88,11 +92,14 @@ func compactJSON(v any) string {
 	case nil:
 		return "null"
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
+	// Compact JSON without HTML escaping, so "<", ">" and "&" stay as sent.
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return ""
 	}
-	return string(b)
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
 const hexDigits = "0123456789ABCDEF"

@@ -64,7 +64,10 @@ var reasons = []Reason{
 	{err: ErrAlgorithm, Code: "algorithm_not_allowed", Status: 401, Error: "invalid_token", Description: "the token algorithm is not allowed"},
 	{err: ErrUnknownIssuer, Code: "unknown_issuer", Status: 401, Error: "invalid_token", Description: "the token issuer is not trusted"},
 	{err: ErrUnknownKey, Code: "unknown_key", Status: 401, Error: "invalid_token", Description: "the token signing key is unknown"},
-	{err: ErrKeysUnavailable, Code: "keys_unavailable", Status: 503, Error: "invalid_token", Description: "the issuer's signing keys are not available"},
+	// No RFC 6750 error: the token may be fine, and "invalid_token" would
+	// tell clients to discard it and log in again, against an identity
+	// provider that is likely down.
+	{err: ErrKeysUnavailable, Code: "keys_unavailable", Status: 503, Description: "the issuer's signing keys are not available"},
 	{err: ErrBadSignature, Code: "bad_signature", Status: 401, Error: "invalid_token", Description: "the token signature is invalid"},
 	{err: ErrInvalidClaims, Code: "invalid_claims", Status: 401, Error: "invalid_token", Description: "the token claims are invalid"},
 	{err: ErrExpired, Code: "expired", Status: 401, Error: "invalid_token", Description: "the token has expired"},
