@@ -32,6 +32,9 @@ type Issuer struct {
 	Issuer     string   // exact iss
 	Audiences  []string // aud must contain one of these
 	Algorithms []string // allowed JWS algorithms
+	// TokenTypes, when set, is the allowlist for the header's typ
+	// (e.g. "at+jwt"); empty means typ is not checked.
+	TokenTypes []string
 }
 
 // ForwardClaim sets upstream header Header from claim Claim.

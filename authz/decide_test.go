@@ -575,6 +575,7 @@ var decideSentinels = []struct {
 	{ErrMissingKeyID, "missing_kid"},
 	{ErrAlgorithm, "algorithm_not_allowed"},
 	{ErrUnknownIssuer, "unknown_issuer"},
+	{ErrTokenType, "wrong_token_type"},
 	{ErrUnknownKey, "unknown_key"},
 	{ErrKeysUnavailable, "keys_unavailable"},
 	{ErrBadSignature, "bad_signature"},

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -15,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 )
 
 // AuthorizationService is the gRPC service name Envoy calls.
@@ -25,7 +27,7 @@ const AuthorizationService = "envoy.service.auth.v3.Authorization"
 // flips as readiness changes) and server reflection (so grpcurl works).
 // Keepalive and stream limits suit Envoy, which multiplexes many checks
 // over few long-lived connections.
-func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *Health) {
 	base := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1024),
 		// Above Envoy's own limits (60 KiB of headers by default, plus any
@@ -43,13 +45,53 @@ func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *health.
 	}
 	gs := grpc.NewServer(append(base, opts...)...)
 	authv3.RegisterAuthorizationServer(gs, s)
-	hs := health.NewServer()
+	hs := &Health{Server: health.NewServer(), done: make(chan struct{})}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(AuthorizationService, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	return gs, hs
 }
+
+// Health is grpc-go's health service, plus EndWatches: Watch streams
+// (opened by clients that use gRPC health checking) would otherwise hold
+// GracefulStop until its timeout, and then every in-flight Check would be
+// cut along with them.
+type Health struct {
+	*health.Server
+	done chan struct{}
+	once sync.Once
+}
+
+// Watch is health.Server's Watch, ended by EndWatches.
+func (h *Health) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := h.Server.Watch(req, watchStream{stream, ctx})
+	if stream.Context().Err() == nil && ctx.Err() != nil {
+		return status.Error(codes.Unavailable, "server shutting down")
+	}
+	return err
+}
+
+// EndWatches ends every Watch stream, now and later. Call it after
+// Shutdown (which reports NOT_SERVING to the watchers) and before
+// grpc.Server.GracefulStop.
+func (h *Health) EndWatches() { h.once.Do(func() { close(h.done) }) }
+
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }
 
 // Check implements envoy.service.auth.v3.Authorization. A denial is a
 // normal CheckResponse; the error return is reserved for sidegate failing.

@@ -19,9 +19,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/sidegate/sidegate/jwks"
 )
@@ -31,7 +31,8 @@ import (
 type grpcServer struct {
 	client authv3.AuthorizationClient
 	conn   *grpc.ClientConn
-	health *health.Server
+	health *Health
+	srv    *grpc.Server
 	reg    *prometheus.Registry
 }
 
@@ -60,7 +61,7 @@ func grpcStart(tb testing.TB, e *Engine) *grpcServer {
 			tb.Errorf("Serve: %v", err)
 		}
 	})
-	return &grpcServer{client: authv3.NewAuthorizationClient(conn), conn: conn, health: hs, reg: reg}
+	return &grpcServer{client: authv3.NewAuthorizationClient(conn), conn: conn, health: hs, srv: gs, reg: reg}
 }
 
 func grpcCtx(tb testing.TB) context.Context {
@@ -571,5 +572,37 @@ func TestGRPCMetrics(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("lint %s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestGRPCHealthWatchEndsOnEndWatches: a client's health Watch stream must
+// not hold GracefulStop; EndWatches ends it, and GracefulStop returns.
+func TestGRPCHealthWatchEndsOnEndWatches(t *testing.T) {
+	s := grpcStart(t, newFixture(t, nil).engine)
+	stream, err := healthpb.NewHealthClient(s.conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := stream.Recv(); err != nil || first.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("first Watch update = %v, %v; want NOT_SERVING", first, err)
+	}
+	s.health.Shutdown()
+	s.health.EndWatches()
+	for {
+		_, err := stream.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("Watch ended with %v, want Unavailable", err)
+		}
+		break
+	}
+	stopped := make(chan struct{})
+	go func() { s.srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("GracefulStop still waiting after the Watch stream ended")
 	}
 }

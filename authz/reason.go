@@ -20,6 +20,7 @@ var (
 	ErrMissingKeyID     = errors.New("token has no kid")
 	ErrAlgorithm        = errors.New("algorithm not allowed")
 	ErrUnknownIssuer    = errors.New("unknown issuer")
+	ErrTokenType        = errors.New("token type not accepted")
 	ErrUnknownKey       = errors.New("unknown signing key")
 	ErrKeysUnavailable  = errors.New("issuer keys unavailable")
 	ErrBadSignature     = errors.New("bad signature")
@@ -63,6 +64,7 @@ var reasons = []Reason{
 	{err: ErrMissingKeyID, Code: "missing_kid", Status: 401, Error: "invalid_token", Description: "the token header has no key id"},
 	{err: ErrAlgorithm, Code: "algorithm_not_allowed", Status: 401, Error: "invalid_token", Description: "the token algorithm is not allowed"},
 	{err: ErrUnknownIssuer, Code: "unknown_issuer", Status: 401, Error: "invalid_token", Description: "the token issuer is not trusted"},
+	{err: ErrTokenType, Code: "wrong_token_type", Status: 401, Error: "invalid_token", Description: "the token type is not accepted"},
 	{err: ErrUnknownKey, Code: "unknown_key", Status: 401, Error: "invalid_token", Description: "the token signing key is unknown"},
 	// No RFC 6750 error: the token may be fine, and "invalid_token" would
 	// tell clients to discard it and log in again, against an identity

@@ -46,9 +46,10 @@ var b64 = base64.RawURLEncoding.Strict()
 var keyHeaders = []string{"jwk", "jku", "x5u", "x5c"}
 
 // checkShape is the pre-parse gate: a token must be at most maxSize bytes
-// and exactly three non-empty base64url segments. This refuses the JWS JSON
-// serialization, JWE, unsigned tokens and anything with padding,
-// whitespace or foreign characters before any decoding happens.
+// and exactly three non-empty, canonical base64url segments. This refuses
+// the JWS JSON serialization, JWE, unsigned tokens and anything with
+// padding, whitespace, foreign characters or non-zero pad bits before any
+// decoding happens.
 func checkShape(tok string, maxSize int) error {
 	if len(tok) > maxSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTokenTooLarge, len(tok), maxSize)
@@ -61,6 +62,9 @@ func checkShape(tok string, maxSize int) error {
 		if i == len(tok) || tok[i] == '.' {
 			if i == start {
 				return fmt.Errorf("%w: empty segment", ErrMalformed)
+			}
+			if !canonical(tok[start:i]) {
+				return fmt.Errorf("%w: segment %d is not canonical base64url", ErrMalformed, segs+1)
 			}
 			segs++
 			start = i + 1
@@ -77,9 +81,44 @@ func checkShape(tok string, maxSize int) error {
 	return nil
 }
 
+// canonical reports whether seg, already known to hold only base64url
+// characters, has a length base64url can produce and leaves the unused bits
+// of its last character zero (RFC 4648 §3.5). Otherwise up to 16 strings
+// would decode to the same bytes: the header and payload are decoded
+// strictly below, but jwx decodes the signature leniently, so without this
+// one signed token would have many accepted encodings.
+func canonical(seg string) bool {
+	var unused byte
+	switch len(seg) % 4 {
+	case 1:
+		return false
+	case 2:
+		unused = 0x0f
+	case 3:
+		unused = 0x03
+	default:
+		return true
+	}
+	c := seg[len(seg)-1]
+	var v byte
+	switch {
+	case c >= 'A' && c <= 'Z':
+		v = c - 'A'
+	case c >= 'a' && c <= 'z':
+		v = c - 'a' + 26
+	case c >= '0' && c <= '9':
+		v = c - '0' + 52
+	case c == '-':
+		v = 62
+	default: // '_'
+		v = 63
+	}
+	return v&unused == 0
+}
+
 // tokenHeader is the part of the protected header sidegate acts on.
 type tokenHeader struct {
-	alg, kid string
+	alg, kid, typ string
 }
 
 // parseHeader decodes and checks the protected header. Duplicate member
@@ -107,30 +146,35 @@ func parseHeader(seg string) (tokenHeader, error) {
 		}
 	}
 	var h tokenHeader
-	if err := json.Unmarshal(members["alg"], &h.alg); err != nil || h.alg == "" {
+	if h.alg, _ = members["alg"].(string); h.alg == "" {
 		return tokenHeader{}, fmt.Errorf("%w: alg missing or not a string", ErrMalformed)
 	}
 	if strings.EqualFold(h.alg, "none") {
 		return tokenHeader{}, fmt.Errorf("%w: alg none", ErrAlgorithm)
 	}
-	kid, ok := members["kid"]
-	if !ok {
-		return tokenHeader{}, ErrMissingKeyID
+	if h.kid, _ = members["kid"].(string); h.kid == "" {
+		return tokenHeader{}, fmt.Errorf("%w: kid missing, empty or not a string", ErrMissingKeyID)
 	}
-	if err := json.Unmarshal(kid, &h.kid); err != nil || h.kid == "" {
-		return tokenHeader{}, fmt.Errorf("%w: kid is empty or not a string", ErrMissingKeyID)
+	if typ, ok := members["typ"]; ok {
+		if h.typ, ok = typ.(string); !ok {
+			return tokenHeader{}, fmt.Errorf("%w: typ is not a string", ErrMalformed)
+		}
 	}
 	return h, nil
 }
 
-// decodeObject decodes a JSON object into its members, refusing duplicate
-// names and trailing data.
-func decodeObject(data []byte) (map[string]json.RawMessage, error) {
+// decodeObject decodes one JSON object, numbers as json.Number, refusing
+// duplicate member names at its top level and trailing data. Duplicates are
+// refused in the payload too: payload_header forwards the exact bytes, and
+// an upstream parser that keeps the first of two "sub" members must not
+// read a different user than the one sidegate verified.
+func decodeObject(data []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return nil, errors.New("not a JSON object")
 	}
-	members := make(map[string]json.RawMessage, 4)
+	members := make(map[string]any, 8)
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
@@ -140,7 +184,7 @@ func decodeObject(data []byte) (map[string]json.RawMessage, error) {
 		if _, dup := members[name]; dup {
 			return nil, fmt.Errorf("duplicate member %q", name)
 		}
-		var v json.RawMessage
+		var v any
 		if err := dec.Decode(&v); err != nil {
 			return nil, err
 		}
@@ -161,21 +205,17 @@ func parsePayload(seg string) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload is not base64url: %v", ErrMalformed, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var claims map[string]any
-	if err := dec.Decode(&claims); err != nil || claims == nil {
-		return nil, fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the payload object", ErrMalformed)
+	claims, err := decodeObject(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
 	return claims, nil
 }
 
 // verify checks one token completely: shape, header, issuer, key, algorithm,
-// signature and claims, in that order. Claims are only judged once the
-// signature holds, so an unsigned claim never decides the reason.
+// signature and claims, in that order. Before the signature only what is
+// needed to find the key is read (the header, and iss from the payload);
+// every other claim is judged only once the signature holds.
 func (e *Engine) verify(ctx context.Context, tok string) (*Claims, error) {
 	if err := checkShape(tok, e.cfg.MaxSize); err != nil {
 		return nil, err
@@ -200,6 +240,9 @@ func (e *Engine) verify(ctx context.Context, tok string) (*Claims, error) {
 	}
 	if !slices.Contains(pol.Algorithms, h.alg) {
 		return nil, fmt.Errorf("%w: %q is not in the issuer's algorithms", ErrAlgorithm, h.alg)
+	}
+	if len(pol.TokenTypes) > 0 && !typeAllowed(h.typ, pol.TokenTypes) {
+		return nil, fmt.Errorf("%w: typ %q", ErrTokenType, h.typ)
 	}
 	key, err := e.keys.Lookup(ctx, iss, h.kid)
 	switch {
@@ -273,6 +316,27 @@ func (e *Engine) checkClaims(c *Claims, pol Issuer) error {
 		}
 	}
 	return fmt.Errorf("%w: aud %q", ErrAudience, c.Audience)
+}
+
+// typeAllowed compares typ with the allowed media types as RFC 7515
+// §4.1.9 says: case-insensitively, with "application/" optional. A missing
+// typ is not allowed when types are configured (RFC 8725 §3.11: explicit
+// typing is what keeps, say, an ID token from being used as an access token).
+func typeAllowed(typ string, allowed []string) bool {
+	typ = trimApplication(typ)
+	for _, a := range allowed {
+		if typ != "" && strings.EqualFold(typ, trimApplication(a)) {
+			return true
+		}
+	}
+	return false
+}
+
+func trimApplication(t string) string {
+	if len(t) > len("application/") && strings.EqualFold(t[:len("application/")], "application/") {
+		return t[len("application/"):]
+	}
+	return t
 }
 
 // numericDate reads a NumericDate claim: a positive, finite JSON number.

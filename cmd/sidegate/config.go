@@ -34,7 +34,11 @@ type ListenConfig struct {
 	GRPC  string `yaml:"grpc"`  // Envoy ext_authz v3
 	HTTP  string `yaml:"http"`  // HTTP check, any path
 	Admin string `yaml:"admin"` // /metrics, /healthz, /readyz
-	// ShutdownTimeout bounds the drain of in-flight checks on SIGTERM.
+	// ShutdownDelay keeps serving, with readiness off, for this long after
+	// SIGTERM before listeners close, so that endpoints and Envoy stop
+	// sending new work first. ShutdownTimeout then bounds the drain of
+	// in-flight checks.
+	ShutdownDelay   Duration `yaml:"shutdown_delay"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
@@ -45,15 +49,16 @@ type IssuerConfig struct {
 	Discovery  bool     `yaml:"discovery"`
 	Audiences  []string `yaml:"audiences"`
 	Algorithms []string `yaml:"algorithms"`
+	TokenTypes []string `yaml:"token_types"`
 }
 
 // TokensConfig says where tokens come from and how strictly time is judged.
 type TokensConfig struct {
-	Bearer      *bool    `yaml:"bearer"`
-	Cookies     []string `yaml:"cookies"`
-	Leeway      Duration `yaml:"leeway"`
-	MaxSize     int      `yaml:"max_size"`
-	MaxLifetime Duration `yaml:"max_lifetime"`
+	Bearer      *bool     `yaml:"bearer"`
+	Cookies     []string  `yaml:"cookies"`
+	Leeway      *Duration `yaml:"leeway"` // nil is the default; 0s (no skew) is a setting
+	MaxSize     int       `yaml:"max_size"`
+	MaxLifetime Duration  `yaml:"max_lifetime"`
 }
 
 // ForwardConfig says which identity headers the upstream receives.
@@ -83,13 +88,15 @@ type Duration time.Duration
 
 // UnmarshalYAML reads a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	// A *yaml.TypeError lets the decoder carry on and report every bad
+	// value at once; any other error would stop it at the first.
 	var s string
 	if n.Kind != yaml.ScalarNode || n.Decode(&s) != nil {
-		return fmt.Errorf("line %d: want a duration such as 30s, 5m or 1h", n.Line)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a duration such as 30s, 5m or 1h", n.Line)}}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration (use forms such as 30s, 5m or 1h)", n.Line, s)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration (use forms such as 30s, 5m or 1h)", n.Line, s)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -129,8 +136,9 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(data)
 }
 
-// ParseConfig parses YAML, applies defaults and validates. Unknown keys
-// and every validation problem are reported together in one ProblemsError.
+// ParseConfig parses YAML, applies defaults and validates. Unknown keys,
+// values of the wrong type and every validation problem are reported
+// together in one error (a problems list, one entry per problem).
 func ParseConfig(data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -141,18 +149,27 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	var p problems
 	checkKeys(root.Content[0], reflect.TypeFor[Config](), "", &p)
-	if len(p) > 0 {
-		return nil, p
-	}
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
+	// checkKeys has reported any unknown key with its path; the decoder
+	// only backs it up, so that a typo is not reported twice.
+	dec.KnownFields(len(p) == 0)
 	if err := dec.Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		// Values of the wrong type: report them all, but do not validate
+		// a half-decoded configuration (its problems would be misleading).
+		return nil, append(p, te.Errors...)
 	}
 	cfg.applyDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	var vp problems
+	if err := cfg.Validate(); errors.As(err, &vp) {
+		p = append(p, vp...)
+	}
+	if len(p) > 0 {
+		return nil, p
 	}
 	return &cfg, nil
 }
@@ -228,7 +245,10 @@ func (c *Config) applyDefaults() {
 		t := true
 		c.Tokens.Bearer = &t
 	}
-	setDefault(&c.Tokens.Leeway, Duration(defaultLeeway))
+	if c.Tokens.Leeway == nil {
+		l := Duration(defaultLeeway)
+		c.Tokens.Leeway = &l
+	}
 	setDefault(&c.Tokens.MaxSize, defaultMaxSize)
 	setDefault(&c.Tokens.MaxLifetime, Duration(defaultMaxLifetime))
 	if c.Forward.Claims == nil {
@@ -277,6 +297,9 @@ func (c *Config) Validate() error {
 	if c.Listen.ShutdownTimeout < 0 {
 		p.add("listen.shutdown_timeout", "must not be negative")
 	}
+	if c.Listen.ShutdownDelay < 0 || c.Listen.ShutdownDelay.D() > 5*time.Minute {
+		p.add("listen.shutdown_delay", "must be between 0 and 5m")
+	}
 	if len(c.Issuers) == 0 {
 		p.add("issuers", "at least one issuer is required")
 	}
@@ -312,6 +335,11 @@ func (c *Config) Validate() error {
 				p.add(fmt.Sprintf("%s.audiences[%d]", key, j), "must not be empty")
 			}
 		}
+		for j, ty := range is.TokenTypes {
+			if ty == "" || strings.ContainsAny(ty, " \t,") {
+				p.add(fmt.Sprintf("%s.token_types[%d]", key, j), "%q is not a media type such as at+jwt", ty)
+			}
+		}
 		if len(is.Algorithms) == 0 {
 			p.add(key+".algorithms", "must not be empty")
 		}
@@ -338,7 +366,7 @@ func (c *Config) Validate() error {
 			p.add(fmt.Sprintf("tokens.cookies[%d]", i), "%q is listed twice", name)
 		}
 	}
-	if c.Tokens.Leeway < 0 || c.Tokens.Leeway.D() > 5*time.Minute {
+	if l := c.Tokens.Leeway.D(); l < 0 || l > 5*time.Minute {
 		p.add("tokens.leeway", "must be between 0 and 5m")
 	}
 	if c.Tokens.MaxSize < 256 || c.Tokens.MaxSize > 64<<10 {
@@ -445,7 +473,7 @@ func (c *Config) engineConfig() authz.Config {
 		PayloadHeader: strings.ToLower(*c.Forward.PayloadHeader),
 	}
 	for _, is := range c.Issuers {
-		ec.Issuers = append(ec.Issuers, authz.Issuer{Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms})
+		ec.Issuers = append(ec.Issuers, authz.Issuer{Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms, TokenTypes: is.TokenTypes})
 	}
 	for _, h := range sortedKeys(c.Forward.Claims) {
 		ec.ForwardClaims = append(ec.ForwardClaims, authz.ForwardClaim{Header: strings.ToLower(h), Claim: c.Forward.Claims[h]})

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sidegate/sidegate/authz"
@@ -29,7 +29,7 @@ type daemon struct {
 	log      *slog.Logger
 	keys     *jwks.Cache
 	grpc     *grpc.Server
-	health   *health.Server
+	health   *authz.Health
 	http     *http.Server
 	admin    *http.Server
 	lns      struct{ grpc, http, admin net.Listener }
@@ -65,6 +65,7 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 	d.http = &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -135,7 +136,14 @@ func (d *daemon) Run(ctx context.Context) error {
 	keysCtx, stopKeys := context.WithCancel(context.Background())
 	defer stopKeys()
 	g.Go(func() error { return d.keys.Run(keysCtx) })
-	g.Go(func() error { return d.grpc.Serve(d.lns.grpc) })
+	g.Go(func() error {
+		// ErrServerStopped: ctx ended before Serve began, and shutdown
+		// stopped the server (and closed its listener) first. Not a failure.
+		if err := d.grpc.Serve(d.lns.grpc); !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
 	g.Go(func() error { return serveHTTP(d.http, d.lns.http) })
 	g.Go(func() error { return serveHTTP(d.admin, d.lns.admin) })
 	g.Go(func() error { d.watchReadiness(gctx); return nil })
@@ -164,25 +172,42 @@ func serveHTTP(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
+// shutdown drains: readiness off (and gRPC health NOT_SERVING), then after
+// listen.shutdown_delay (time for load balancers and Envoy to stop sending
+// new work) gRPC GracefulStop and HTTP Shutdown together, both bounded by
+// one listen.shutdown_timeout; whatever is still open then is closed.
 func (d *daemon) shutdown() {
-	timeout := d.cfg.Listen.ShutdownTimeout.D()
-	d.log.Info("shutting down", "drain_timeout", timeout)
+	delay, timeout := d.cfg.Listen.ShutdownDelay.D(), d.cfg.Listen.ShutdownTimeout.D()
+	d.log.Info("shutting down", "delay", delay, "drain_timeout", timeout)
 	d.draining.Store(true)
-	d.setHealth(false)
-	stopped := make(chan struct{})
-	go func() { d.grpc.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(timeout):
-		d.log.Warn("gRPC drain timed out; closing remaining streams")
-		d.grpc.Stop()
+	// Shutdown, not setHealth(false): it also makes the health server
+	// ignore later updates, so that watchReadiness, which may be half-way
+	// through an iteration, cannot set SERVING again during the drain.
+	d.health.Shutdown()
+	if delay > 0 {
+		time.Sleep(delay)
 	}
+	d.health.EndWatches()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := d.http.Shutdown(ctx); err != nil {
-		d.log.Warn("HTTP drain timed out", "err", err)
-		d.http.Close()
-	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		stopped := make(chan struct{})
+		go func() { d.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			d.log.Warn("gRPC drain timed out; closing remaining streams")
+			d.grpc.Stop()
+		}
+	})
+	wg.Go(func() {
+		if err := d.http.Shutdown(ctx); err != nil {
+			d.log.Warn("HTTP drain timed out; closing remaining connections", "err", err)
+			d.http.Close()
+		}
+	})
+	wg.Wait()
 	d.admin.Close()
 	d.log.Info("stopped")
 }
