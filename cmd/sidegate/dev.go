@@ -120,16 +120,8 @@ const devAudience = "sidegate-dev"
 const devCookie = "sidegate_session"
 
 func cmdDev(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var lf logFlags
-	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "sidegate dev:", err)
+	log := parseWithLogger(flag.NewFlagSet("dev", flag.ContinueOnError), args, stderr)
+	if log == nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

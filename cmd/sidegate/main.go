@@ -92,6 +92,23 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is not text or json", l.format)
 }
 
+// parseWithLogger adds the logging flags to fs, parses args and builds the
+// logger. On a flag error it has printed the problem and returns nil.
+func parseWithLogger(fs *flag.FlagSet, args []string, stderr io.Writer) *slog.Logger {
+	fs.SetOutput(stderr)
+	var lf logFlags
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "sidegate %s: %v\n", fs.Name(), err)
+		return nil
+	}
+	return log
+}
+
 func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("config", os.Getenv("SIDEGATE_CONFIG"), "configuration file (default $SIDEGATE_CONFIG)")
 }
@@ -131,16 +148,9 @@ func printConfigError(w io.Writer, path string, err error) {
 
 func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	path := configFlag(fs)
-	var lf logFlags
-	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log, err := lf.logger(stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "sidegate serve:", err)
+	log := parseWithLogger(fs, args, stderr)
+	if log == nil {
 		return 2
 	}
 	if *path == "" {
