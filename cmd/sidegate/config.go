@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -289,6 +290,8 @@ func (c *Config) Validate() error {
 	} {
 		if _, port, err := net.SplitHostPort(l.addr); err != nil || port == "" {
 			p.add(l.key, "%q is not host:port", l.addr)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			p.add(l.key, "%q: the port must be a number from 0 to 65535", l.addr)
 		} else if other, dup := listeners[l.addr]; dup && port != "0" {
 			p.add(l.key, "%q is also %s", l.addr, other)
 		}

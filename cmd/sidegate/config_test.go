@@ -540,3 +540,20 @@ func assertProblems(t *testing.T, p problems, want []string) {
 		t.Errorf("got %d problem(s), want %d:\n  %s", len(p), len(want), strings.Join(p, "\n  "))
 	}
 }
+
+// TestConfigListenPorts: ports that serve could not bind are refused by
+// check-config too, all at once.
+func TestConfigListenPorts(t *testing.T) {
+	_, err := ParseConfig([]byte(`
+listen: {grpc: "127.0.0.1:99999", http: "127.0.0.1:-5", admin: "127.0.0.1:abc"}
+issuers: [{issuer: "https://i/", jwks_uri: "https://i/jwks", audiences: [a]}]
+`))
+	if err == nil {
+		t.Fatal("ParseConfig accepted invalid ports")
+	}
+	for _, key := range []string{"listen.grpc: ", "listen.http: ", "listen.admin: "} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not name %s: %v", key, err)
+		}
+	}
+}
