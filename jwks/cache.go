@@ -2,19 +2,25 @@ package jwks
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
 // IssuerConfig says where one issuer's keys come from.
@@ -24,55 +30,95 @@ type IssuerConfig struct {
 	// issuer's OpenID configuration instead.
 	JWKSURI   string
 	Discovery bool
+	// Optional issuers do not hold back readiness while they have no keys.
+	Optional bool
+	// InsecureHTTP allows plain-http URLs to hosts other than loopback.
+	InsecureHTTP bool
 }
 
 // Options tune the cache. Zero values take the defaults.
 type Options struct {
-	RefreshInterval time.Duration // default 5m
-	Timeout         time.Duration // per HTTP request, default 10s
-	MaxBodyBytes    int64         // per document, default 1 MiB
-	Client          *http.Client  // default: a client with Timeout
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer
-	Now             func() time.Time
+	// RefreshInterval is the longest time between fetches (default 5m);
+	// MinRefreshInterval the shortest (default 1m): Cache-Control max-age
+	// and Expires are honoured between the two. MinRefreshInterval also
+	// rate-limits refetches for unknown kids.
+	RefreshInterval    time.Duration
+	MinRefreshInterval time.Duration
+	// KidWait bounds how long a request with an unknown kid waits for the
+	// refetch it triggered or joined (default 500ms).
+	KidWait time.Duration
+	// MaxStale is how long keys are served after the last good fetch while
+	// fetches fail (default 24h). Past it the issuer's tokens are denied.
+	MaxStale time.Duration
+	// SnapshotDir, when set, keeps the last good key set of every issuer on
+	// disk and loads it at start, so a restart during an identity-provider
+	// outage keeps verifying.
+	SnapshotDir    string
+	Timeout        time.Duration // whole HTTP request, default 10s
+	ConnectTimeout time.Duration // TCP connect, default 5s
+	MaxBodyBytes   int64         // per document, default 1 MiB
+	MaxKeys        int           // per JWKS, default 100
+	CAFile         string        // PEM bundle trusted besides the system roots
+	Client         *http.Client  // default: built from the settings above
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+	Now            func() time.Time
 }
 
 const (
-	defaultRefreshInterval = 5 * time.Minute
-	defaultTimeout         = 10 * time.Second
-	defaultMaxBodyBytes    = 1 << 20
-	firstRetry             = time.Second
+	defaultRefreshInterval    = 5 * time.Minute
+	defaultMinRefreshInterval = time.Minute
+	defaultKidWait            = 500 * time.Millisecond
+	defaultMaxStale           = 24 * time.Hour
+	defaultTimeout            = 10 * time.Second
+	defaultConnectTimeout     = 5 * time.Second
+	defaultMaxBodyBytes       = 1 << 20
+	firstRetry                = time.Second
+	maxRememberedKids         = 10_000
 )
 
 // Cache holds the key sets of every configured issuer.
 type Cache struct {
-	opts    Options
-	log     *slog.Logger
-	m       *metrics
-	issuers map[string]*issuer
-	order   []string
+	// base bounds every fetch; Run cancels it when it returns, so no
+	// fetch outlives the cache's owner.
+	base      context.Context
+	stopFetch context.CancelFunc
+	opts      Options
+	log       *slog.Logger
+	m         *metrics
+	issuers   map[string]*issuer
+	order     []string
 }
 
 type issuer struct {
-	cfg     IssuerConfig
-	set     atomic.Pointer[Set]
-	jwksURI atomic.Pointer[string] // configured, or last good discovery result
-	mu      sync.Mutex             // one refresh at a time
+	cfg IssuerConfig
+	set atomic.Pointer[Set]
+	// jwksURI is the configured URI, or the last good discovery result.
+	jwksURI atomic.Pointer[string]
+
+	fetches  singleflight.Group // one fetch at a time; callers share it
+	fetching atomic.Bool
+
+	mu           sync.Mutex // guards what follows
+	discoveredAt time.Time
+	lastKidFetch time.Time
+	notFound     map[string]time.Time // unknown kids, remembered until
 }
 
-// New builds a cache for the issuers. It fetches nothing until Run or Refresh.
+// New builds a cache for the issuers and loads their snapshots when
+// SnapshotDir is set. It fetches nothing until Run, Refresh or a Lookup of
+// an unknown kid.
 func New(issuers []IssuerConfig, opts Options) (*Cache, error) {
-	if opts.RefreshInterval <= 0 {
-		opts.RefreshInterval = defaultRefreshInterval
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = defaultTimeout
-	}
-	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = defaultMaxBodyBytes
-	}
-	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: opts.Timeout, CheckRedirect: noDowngrade}
+	setDefault(&opts.RefreshInterval, defaultRefreshInterval)
+	setDefault(&opts.MinRefreshInterval, min(defaultMinRefreshInterval, opts.RefreshInterval))
+	setDefault(&opts.KidWait, defaultKidWait)
+	setDefault(&opts.MaxStale, defaultMaxStale)
+	setDefault(&opts.Timeout, defaultTimeout)
+	setDefault(&opts.ConnectTimeout, defaultConnectTimeout)
+	setDefault(&opts.MaxBodyBytes, defaultMaxBodyBytes)
+	setDefault(&opts.MaxKeys, DefaultMaxKeys)
+	if opts.MinRefreshInterval > opts.RefreshInterval {
+		return nil, fmt.Errorf("jwks: min refresh interval %v is over the refresh interval %v", opts.MinRefreshInterval, opts.RefreshInterval)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -83,6 +129,13 @@ func New(issuers []IssuerConfig, opts Options) (*Cache, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Client == nil {
+		client, err := newClient(opts)
+		if err != nil {
+			return nil, err
+		}
+		opts.Client = client
+	}
 	c := &Cache{opts: opts, log: opts.Logger, issuers: make(map[string]*issuer, len(issuers))}
 	for _, ic := range issuers {
 		if _, dup := c.issuers[ic.Issuer]; dup {
@@ -90,8 +143,13 @@ func New(issuers []IssuerConfig, opts Options) (*Cache, error) {
 		}
 		is := &issuer{cfg: ic}
 		if !ic.Discovery {
+			if err := CheckURL(ic.JWKSURI, ic.InsecureHTTP); err != nil {
+				return nil, fmt.Errorf("jwks: issuer %q: %w", ic.Issuer, err)
+			}
 			uri := ic.JWKSURI
 			is.jwksURI.Store(&uri)
+		} else if err := CheckURL(ic.Issuer, ic.InsecureHTTP); err != nil {
+			return nil, fmt.Errorf("jwks: issuer %q: discovery: %w", ic.Issuer, err)
 		}
 		c.issuers[ic.Issuer] = is
 		c.order = append(c.order, ic.Issuer)
@@ -101,43 +159,245 @@ func New(issuers []IssuerConfig, opts Options) (*Cache, error) {
 		return nil, err
 	}
 	c.m = m
+	if opts.SnapshotDir != "" {
+		for _, name := range c.order {
+			c.loadSnapshot(c.issuers[name])
+		}
+	}
 	return c, nil
 }
 
-// Lookup returns the issuer's key with exactly this kid. It never fetches:
-// keys named or linked from a token are never used, and a token cannot make
-// sidegate contact anything.
-func (c *Cache) Lookup(_ context.Context, iss, kid string) (*Key, error) {
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// newClient builds the HTTP client: connect and overall timeouts, TLS
+// verification on (with CAFile added to the system roots), and redirects
+// only within the same host and never from https to http.
+func newClient(opts Options) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = opts.ConnectTimeout
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("jwks: ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("jwks: ca_file %s: no PEM certificate in it", opts.CAFile)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	return &http.Client{Timeout: opts.Timeout, Transport: tr, CheckRedirect: sameHostNoDowngrade}, nil
+}
+
+// sameHostNoDowngrade follows at most 5 redirects, only within the host
+// first asked, and never from https to http: keys fetched in clear text, or
+// from wherever a redirect points, could be anyone's.
+func sameHostNoDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("jwks: more than 5 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host {
+		return fmt.Errorf("jwks: refusing redirect to another host: %s", req.URL.Redacted())
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("jwks: refusing redirect from https to %s", req.URL.Redacted())
+	}
+	return nil
+}
+
+// CheckURL accepts https URLs, and http URLs to loopback hosts (or to any
+// host when insecureHTTP is set).
+func CheckURL(raw string, insecureHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if insecureHTTP || isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q: https is required (http only to loopback, or with insecure_http: true)", raw)
+	}
+	return fmt.Errorf("%q is not an http(s) URL", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Lookup returns the issuer's key with exactly this kid.
+//
+// Keys named or linked from a token are never used. A kid missing from the
+// current set triggers one refetch of the issuer's own JWKS (so a key
+// rotation works at once): concurrent requests share that fetch and wait at
+// most KidWait or their own deadline; refetches for unknown kids happen at
+// most once per MinRefreshInterval, and kids still missing afterwards are
+// remembered for that long, so a flood of random kids costs a handful of
+// fetches.
+func (c *Cache) Lookup(ctx context.Context, iss, kid string) (*Key, error) {
 	is, ok := c.issuers[iss]
 	if !ok {
 		return nil, ErrUnknownIssuer
 	}
+	now := c.opts.Now()
+	set, err := c.usable(is, now)
+	if err != nil {
+		return nil, err
+	}
+	if k, ok := set.Keys[kid]; ok {
+		return k, nil
+	}
+	return c.unknownKid(ctx, is, kid, now)
+}
+
+// usable returns the issuer's key set unless it has none or it is older
+// than MaxStale.
+func (c *Cache) usable(is *issuer, now time.Time) (*Set, error) {
 	set := is.set.Load()
 	if set == nil {
 		return nil, ErrKeysUnavailable
 	}
-	k, ok := set.Keys[kid]
-	if !ok {
-		return nil, ErrUnknownKey
+	if age := now.Sub(set.FetchedAt); age > c.opts.MaxStale {
+		return nil, fmt.Errorf("%w: the last good fetch was %s ago, over max_stale %s", ErrKeysUnavailable, age.Round(time.Second), c.opts.MaxStale)
 	}
-	return k, nil
+	return set, nil
 }
 
-// Unready lists the issuers that have no usable key set yet, in
-// configuration order. Empty means ready.
+func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time.Time) (*Key, error) {
+	count := func(outcome string) { c.m.unknownKid.WithLabelValues(is.cfg.Issuer, outcome).Inc() }
+	is.mu.Lock()
+	if until, ok := is.notFound[kid]; ok && now.Before(until) {
+		is.mu.Unlock()
+		count("remembered")
+		return nil, ErrUnknownKey
+	}
+	// Joining a fetch already under way costs nothing; starting one is
+	// rate-limited.
+	if !is.fetching.Load() {
+		if now.Sub(is.lastKidFetch) < c.opts.MinRefreshInterval {
+			is.remember(kid, now, now.Add(c.opts.MinRefreshInterval))
+			is.mu.Unlock()
+			count("rate_limited")
+			return nil, ErrUnknownKey
+		}
+		is.lastKidFetch = now
+	}
+	is.mu.Unlock()
+
+	wait := c.opts.KidWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-c.startFetch(context.WithoutCancel(ctx), is):
+	case <-timer.C:
+		count("timeout")
+		return nil, fmt.Errorf("%w: refetch for kid still running after %s", ErrUnknownKey, wait)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if set, err := c.usable(is, c.opts.Now()); err == nil {
+		if k, ok := set.Keys[kid]; ok {
+			count("found")
+			return k, nil
+		}
+	}
+	now = c.opts.Now()
+	is.mu.Lock()
+	is.remember(kid, now, now.Add(c.opts.MinRefreshInterval))
+	is.mu.Unlock()
+	count("not_found")
+	return nil, ErrUnknownKey
+}
+
+// remember notes a kid as not found until a time. is.mu must be held. The
+// map is bounded: when full, expired entries go, and if none have, all do.
+func (is *issuer) remember(kid string, now, until time.Time) {
+	if is.notFound == nil {
+		is.notFound = map[string]time.Time{}
+	}
+	if len(is.notFound) >= maxRememberedKids {
+		for k, u := range is.notFound {
+			if !u.After(now) {
+				delete(is.notFound, k)
+			}
+		}
+		if len(is.notFound) >= maxRememberedKids {
+			clear(is.notFound)
+		}
+	}
+	is.notFound[kid] = until
+}
+
+// Unready lists the issuers that hold back readiness, in configuration
+// order: those without a usable key set (none yet, or older than
+// MaxStale), unless optional. Empty means ready.
 func (c *Cache) Unready() []string {
 	var out []string
+	now := c.opts.Now()
 	for _, name := range c.order {
-		if c.issuers[name].set.Load() == nil {
+		is := c.issuers[name]
+		if _, err := c.usable(is, now); err != nil && !is.cfg.Optional {
 			out = append(out, name)
 		}
 	}
 	return out
 }
 
-// Run fetches every issuer's keys now and then every RefreshInterval (with
-// jitter), retrying failures sooner with capped exponential backoff, until
-// ctx ends. A failed fetch never replaces a good key set.
+// IssuerStatus describes one issuer's keys, for /readyz.
+type IssuerStatus struct {
+	Issuer    string
+	Optional  bool
+	Ready     bool
+	Keys      int
+	FetchedAt time.Time // zero when never fetched
+	Problem   string    // why not ready, when not
+}
+
+// Status reports every issuer, in configuration order.
+func (c *Cache) Status() []IssuerStatus {
+	now := c.opts.Now()
+	out := make([]IssuerStatus, 0, len(c.order))
+	for _, name := range c.order {
+		is := c.issuers[name]
+		st := IssuerStatus{Issuer: name, Optional: is.cfg.Optional}
+		if set := is.set.Load(); set != nil {
+			st.Keys, st.FetchedAt = len(set.Keys), set.FetchedAt
+		}
+		if _, err := c.usable(is, now); err != nil {
+			st.Problem = err.Error()
+		} else {
+			st.Ready = true
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Run keeps every issuer's keys fresh until ctx ends: a fetch now, then
+// again after the server's Cache-Control max-age or Expires, bounded by
+// MinRefreshInterval and RefreshInterval, with jitter. Failures are retried
+// with exponential backoff and jitter, from 1s up to RefreshInterval, and
+// never replace a good key set.
 func (c *Cache) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, name := range c.order {
@@ -149,19 +409,22 @@ func (c *Cache) Run(ctx context.Context) error {
 }
 
 func (c *Cache) loop(ctx context.Context, is *issuer) {
-	retry := firstRetry
+	retry := min(firstRetry, c.opts.RefreshInterval)
 	for {
 		var wait time.Duration
-		if err := c.refresh(ctx, is); err != nil {
-			if ctx.Err() != nil {
-				return
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-c.startFetch(ctx, is):
+			if r.Err != nil {
+				// Full jitter between half and all of the backoff step.
+				wait = retry/2 + time.Duration(rand.Int64N(int64(retry/2)+1))
+				retry = min(retry*2, c.opts.RefreshInterval)
+				c.log.Warn("jwks refresh failed; keeping the previous key set", "issuer", is.cfg.Issuer, "err", r.Err, "retry_in", wait.Round(time.Millisecond))
+			} else {
+				retry = min(firstRetry, c.opts.RefreshInterval)
+				wait = jitter(r.Val.(time.Duration))
 			}
-			wait = jitter(retry)
-			retry = min(retry*2, c.opts.RefreshInterval)
-			c.log.Warn("jwks refresh failed; keeping the previous key set", "issuer", is.cfg.Issuer, "err", err, "retry_in", wait.Round(time.Millisecond))
-		} else {
-			retry = firstRetry
-			wait = jitter(c.opts.RefreshInterval)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -178,52 +441,124 @@ func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
 }
 
-// Refresh fetches one issuer's keys now. It is what Run calls on its schedule.
+// Refresh fetches one issuer's keys now (joining a fetch under way).
 func (c *Cache) Refresh(ctx context.Context, iss string) error {
 	is, ok := c.issuers[iss]
 	if !ok {
 		return ErrUnknownIssuer
 	}
-	return c.refresh(ctx, is)
-}
-
-func (c *Cache) refresh(ctx context.Context, is *issuer) error {
-	is.mu.Lock()
-	defer is.mu.Unlock()
-	err := c.fetch(ctx, is)
-	outcome := "success"
-	if err != nil {
-		outcome = "error"
+	select {
+	case r := <-c.startFetch(ctx, is):
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	c.m.refreshes.WithLabelValues(is.cfg.Issuer, outcome).Inc()
-	return err
 }
 
-func (c *Cache) fetch(ctx context.Context, is *issuer) error {
+// startFetch starts a fetch of the issuer's keys under ctx (and the fetch
+// timeout), or joins the one under way. Requests pass a context of their
+// own (not their request's), so one that gives up does not spoil the fetch
+// for the others; Run passes its own, so no fetch outlives it.
+func (c *Cache) startFetch(ctx context.Context, is *issuer) <-chan singleflight.Result {
+	return is.fetches.DoChan("fetch", func() (any, error) {
+		is.fetching.Store(true)
+		defer is.fetching.Store(false)
+		ttl, err := c.fetch(ctx, is)
+		outcome := "success" // a 304 too: the keys are confirmed fresh
+		if err != nil {
+			outcome = "error"
+		}
+		c.m.refreshes.WithLabelValues(is.cfg.Issuer, outcome).Inc()
+		return ttl, err
+	})
+}
+
+// fetch gets the issuer's JWKS (rediscovering its URI when due) and swaps
+// in the new set. It returns how long the answer may be cached.
+func (c *Cache) fetch(ctx context.Context, is *issuer) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
 	if is.cfg.Discovery {
-		if err := c.discover(ctx, is); err != nil {
-			if is.jwksURI.Load() == nil {
-				return err
+		is.mu.Lock()
+		due := is.jwksURI.Load() == nil || c.opts.Now().Sub(is.discoveredAt) >= c.opts.RefreshInterval
+		is.mu.Unlock()
+		if due {
+			if err := c.discover(ctx, is); err != nil {
+				if is.jwksURI.Load() == nil {
+					return 0, err
+				}
+				c.log.Warn("oidc discovery failed; using the last discovered jwks_uri", "issuer", is.cfg.Issuer, "err", err)
 			}
-			c.log.Warn("oidc discovery failed; using the last discovered jwks_uri", "issuer", is.cfg.Issuer, "err", err)
 		}
 	}
 	uri := *is.jwksURI.Load()
-	body, err := c.get(ctx, uri)
-	if err != nil {
-		return err
+	cur := is.set.Load()
+	var conditional *Set
+	if cur != nil && cur.URI == uri {
+		conditional = cur
 	}
-	set, dropped, err := ParseSet(body)
+	resp, body, err := c.get(ctx, uri, conditional)
+	if err != nil {
+		return 0, err
+	}
+	ttl := c.cacheFor(resp.Header)
+	now := c.opts.Now()
+	if resp.StatusCode == http.StatusNotModified {
+		fresh := *conditional
+		fresh.FetchedAt = now
+		is.set.Store(&fresh)
+		c.writeSnapshot(is, &fresh)
+		c.log.Debug("jwks not modified", "issuer", is.cfg.Issuer, "next_in", ttl)
+		return ttl, nil
+	}
+	set, dropped, err := parseSet(body, c.opts.MaxKeys)
 	for _, d := range dropped {
 		c.log.Warn("jwks key refused", "issuer", is.cfg.Issuer, "uri", uri, "key", d.String())
 	}
 	if err != nil {
-		return fmt.Errorf("jwks: %s: %w", uri, err)
+		return 0, fmt.Errorf("jwks: %s: %w", uri, err)
 	}
-	set.FetchedAt = c.opts.Now()
+	set.FetchedAt, set.URI = now, uri
+	set.ETag, set.LastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")
+	set.raw = body
 	is.set.Store(set)
-	c.log.Debug("jwks refreshed", "issuer", is.cfg.Issuer, "keys", len(set.Keys))
-	return nil
+	c.writeSnapshot(is, set)
+	c.log.Debug("jwks refreshed", "issuer", is.cfg.Issuer, "keys", len(set.Keys), "next_in", ttl)
+	return ttl, nil
+}
+
+// cacheFor reads Cache-Control max-age (or no-cache/no-store) and Expires,
+// and bounds the result by MinRefreshInterval and RefreshInterval. Without
+// either header the keys are refetched every RefreshInterval.
+func (c *Cache) cacheFor(h http.Header) time.Duration {
+	lo, hi := c.opts.MinRefreshInterval, c.opts.RefreshInterval
+	ttl := hi
+	if cc := h.Get("Cache-Control"); cc != "" {
+		for dir := range strings.SplitSeq(cc, ",") {
+			name, val, _ := strings.Cut(strings.TrimSpace(dir), "=")
+			switch strings.ToLower(name) {
+			case "no-cache", "no-store":
+				return lo
+			case "max-age":
+				var secs int64
+				if _, err := fmt.Sscanf(strings.Trim(val, `"`), "%d", &secs); err == nil && secs >= 0 {
+					return min(max(time.Duration(secs)*time.Second, lo), hi)
+				}
+			}
+		}
+	}
+	if exp := h.Get("Expires"); exp != "" {
+		t, err := http.ParseTime(exp)
+		if err != nil {
+			return lo // RFC 9111 §5.3: an invalid Expires means already expired
+		}
+		base := c.opts.Now()
+		if d, err := http.ParseTime(h.Get("Date")); err == nil {
+			base = d
+		}
+		ttl = t.Sub(base)
+	}
+	return min(max(ttl, lo), hi)
 }
 
 // discover reads the issuer's OpenID configuration (OpenID Connect
@@ -231,7 +566,7 @@ func (c *Cache) fetch(ctx context.Context, is *issuer) error {
 // equal the configured one exactly (§4.3).
 func (c *Cache) discover(ctx context.Context, is *issuer) error {
 	uri := strings.TrimSuffix(is.cfg.Issuer, "/") + "/.well-known/openid-configuration"
-	body, err := c.get(ctx, uri)
+	_, body, err := c.get(ctx, uri, nil)
 	if err != nil {
 		return err
 	}
@@ -245,55 +580,53 @@ func (c *Cache) discover(ctx context.Context, is *issuer) error {
 	if doc.Issuer != is.cfg.Issuer {
 		return fmt.Errorf("jwks: discovery %s: issuer %q does not equal the configured %q", uri, doc.Issuer, is.cfg.Issuer)
 	}
-	if !strings.HasPrefix(doc.JWKSURI, "https://") && !strings.HasPrefix(doc.JWKSURI, "http://") {
-		return fmt.Errorf("jwks: discovery %s: jwks_uri %q is not an http(s) URL", uri, doc.JWKSURI)
+	if err := CheckURL(doc.JWKSURI, is.cfg.InsecureHTTP); err != nil {
+		return fmt.Errorf("jwks: discovery %s: jwks_uri: %w", uri, err)
 	}
 	if strings.HasPrefix(uri, "https://") && !strings.HasPrefix(doc.JWKSURI, "https://") {
 		return fmt.Errorf("jwks: discovery %s: jwks_uri %q would downgrade https to http", uri, doc.JWKSURI)
 	}
 	is.jwksURI.Store(&doc.JWKSURI)
+	is.mu.Lock()
+	is.discoveredAt = c.opts.Now()
+	is.mu.Unlock()
 	return nil
 }
 
-func (c *Cache) get(ctx context.Context, uri string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
+// get fetches uri. With prev, it asks conditionally (If-None-Match,
+// If-Modified-Since); a 304 then comes back with a nil body.
+func (c *Cache) get(ctx context.Context, uri string, prev *Set) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	if err != nil {
-		return nil, fmt.Errorf("jwks: fetch %s: %w", uri, err)
+		return nil, nil, fmt.Errorf("jwks: fetch %s: %w", uri, err)
 	}
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	if prev != nil {
+		if prev.ETag != "" {
+			req.Header.Set("If-None-Match", prev.ETag)
+		}
+		if prev.LastModified != "" {
+			req.Header.Set("If-Modified-Since", prev.LastModified)
+		}
+	}
 	resp, err := c.opts.Client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("jwks: fetch %s: %w", uri, err)
+		return nil, nil, fmt.Errorf("jwks: fetch %s: %w", uri, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotModified && prev != nil {
+		return resp, nil, nil
+	}
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("jwks: fetch %s: HTTP %d", uri, resp.StatusCode)
+		return nil, nil, fmt.Errorf("jwks: fetch %s: HTTP %d", uri, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, c.opts.MaxBodyBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("jwks: fetch %s: %w", uri, err)
+		return nil, nil, fmt.Errorf("jwks: fetch %s: %w", uri, err)
 	}
 	if int64(len(body)) > c.opts.MaxBodyBytes {
-		return nil, fmt.Errorf("jwks: fetch %s: %w", uri, errTooLarge{c.opts.MaxBodyBytes})
+		return nil, nil, fmt.Errorf("jwks: fetch %s: body over %d bytes", uri, c.opts.MaxBodyBytes)
 	}
-	return body, nil
+	return resp, body, nil
 }
-
-// noDowngrade follows at most 5 redirects and never from https to http:
-// keys fetched in clear text could be swapped by anyone on the path.
-func noDowngrade(req *http.Request, via []*http.Request) error {
-	if len(via) >= 5 {
-		return errors.New("jwks: more than 5 redirects")
-	}
-	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-		return fmt.Errorf("jwks: refusing redirect from https to %s", req.URL.Redacted())
-	}
-	return nil
-}
-
-type errTooLarge struct{ limit int64 }
-
-func (e errTooLarge) Error() string { return fmt.Sprintf("body over %d bytes", e.limit) }

@@ -58,9 +58,18 @@ func (k *Key) Algorithm(alg string) (jwa.SignatureAlgorithm, bool) {
 
 // Set is an immutable snapshot of an issuer's usable keys.
 type Set struct {
-	Keys      map[string]*Key
+	Keys map[string]*Key
+	// FetchedAt is when the server last confirmed these keys (200 or 304).
 	FetchedAt time.Time
+	// URI, ETag and LastModified are where the keys came from and the
+	// validators for a conditional refetch.
+	URI, ETag, LastModified string
+	raw                     []byte // the JWKS document, for snapshots
 }
+
+// DefaultMaxKeys is the most keys a JWKS may hold (Options.MaxKeys).
+// Identity providers publish a handful; thousands are an attack on CPU.
+const DefaultMaxKeys = 100
 
 // Dropped describes a key that ParseSet refused, for the log.
 type Dropped struct {
@@ -73,11 +82,15 @@ func (d Dropped) String() string {
 	return fmt.Sprintf("keys[%d] (kid %q): %s", d.Index, d.KeyID, d.Reason)
 }
 
-// ParseSet parses a JWKS document and keeps only keys that are safe to
+// ParseSet parses a JWKS document of at most DefaultMaxKeys keys and keeps only keys that are safe to
 // verify signatures with. One bad key does not spoil the rest; each refused
 // key is reported in dropped. A document with no usable key is an error
 // (ErrNoUsableKeys), so that it can never replace a good set.
 func ParseSet(body []byte) (set *Set, dropped []Dropped, err error) {
+	return parseSet(body, DefaultMaxKeys)
+}
+
+func parseSet(body []byte, maxKeys int) (set *Set, dropped []Dropped, err error) {
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
@@ -87,7 +100,10 @@ func ParseSet(body []byte) (set *Set, dropped []Dropped, err error) {
 	if doc.Keys == nil {
 		return nil, nil, errors.New(`jwks: not a JWKS document: no "keys" array`)
 	}
-	set = &Set{Keys: make(map[string]*Key, len(doc.Keys))}
+	if len(doc.Keys) > maxKeys {
+		return nil, nil, fmt.Errorf("jwks: %d keys, more than the %d allowed", len(doc.Keys), maxKeys)
+	}
+	set = &Set{Keys: make(map[string]*Key, len(doc.Keys)), raw: body}
 	for i, raw := range doc.Keys {
 		k, kid, err := parseKey(raw)
 		if err != nil {

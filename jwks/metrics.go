@@ -3,7 +3,8 @@ package jwks
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	refreshes *prometheus.CounterVec
+	refreshes  *prometheus.CounterVec
+	unknownKid *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
@@ -12,10 +13,14 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 			Name: "sidegate_jwks_refresh_total",
 			Help: "JWKS fetches per issuer, by outcome (success, error).",
 		}, []string{"issuer", "outcome"}),
+		unknownKid: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidegate_jwks_unknown_kid_total",
+			Help: "Lookups of a kid missing from the issuer's key set, by outcome: found (after a refetch), not_found (after a refetch), timeout (the refetch outlasted kid_wait), rate_limited, remembered (recently not found).",
+		}, []string{"issuer", "outcome"}),
 	}
 	keys := prometheus.NewDesc("sidegate_jwks_keys", "Usable keys in the issuer's current key set (0 when it has none).", []string{"issuer"}, nil)
 	last := prometheus.NewDesc("sidegate_jwks_last_success_timestamp_seconds", "Unix time of the issuer's last successful JWKS fetch (absent before the first).", []string{"issuer"}, nil)
-	collectors := []prometheus.Collector{m.refreshes, setCollector{c: c, keys: keys, last: last}}
+	collectors := []prometheus.Collector{m.refreshes, m.unknownKid, setCollector{c: c, keys: keys, last: last}}
 	for _, col := range collectors {
 		if err := reg.Register(col); err != nil {
 			return nil, err
@@ -25,6 +30,9 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 	for _, name := range c.order {
 		m.refreshes.WithLabelValues(name, "success")
 		m.refreshes.WithLabelValues(name, "error")
+		for _, o := range []string{"found", "not_found", "timeout", "rate_limited", "remembered"} {
+			m.unknownKid.WithLabelValues(name, o)
+		}
 	}
 	return m, nil
 }

@@ -51,6 +51,11 @@ type IssuerConfig struct {
 	Audiences  []string `yaml:"audiences"`
 	Algorithms []string `yaml:"algorithms"`
 	TokenTypes []string `yaml:"token_types"`
+	// Optional issuers do not hold back readiness while they have no keys.
+	Optional bool `yaml:"optional"`
+	// InsecureHTTP allows plain-http jwks_uri and discovery to hosts other
+	// than loopback.
+	InsecureHTTP bool `yaml:"insecure_http"`
 }
 
 // TokensConfig says where tokens come from and how strictly time is judged.
@@ -70,8 +75,16 @@ type ForwardConfig struct {
 
 // JWKSConfig tunes key fetching for all issuers.
 type JWKSConfig struct {
-	RefreshInterval Duration `yaml:"refresh_interval"`
-	Timeout         Duration `yaml:"timeout"`
+	RefreshInterval    Duration `yaml:"refresh_interval"`     // upper bound between fetches
+	MinRefreshInterval Duration `yaml:"min_refresh_interval"` // lower bound; unknown-kid refetch rate limit
+	KidWait            Duration `yaml:"kid_wait"`             // longest wait for an unknown-kid refetch
+	MaxStale           Duration `yaml:"max_stale"`            // keys served this long after the last good fetch
+	SnapshotDir        string   `yaml:"snapshot_dir"`         // last-known-good key sets on disk ("" off)
+	Timeout            Duration `yaml:"timeout"`              // whole HTTP request
+	ConnectTimeout     Duration `yaml:"connect_timeout"`
+	MaxBodyBytes       int64    `yaml:"max_body_bytes"`
+	MaxKeys            int      `yaml:"max_keys"`
+	CAFile             string   `yaml:"ca_file"` // PEM trusted besides the system roots
 }
 
 // RevocationConfig is the NATS revocation feed (not active yet: accepted so
@@ -260,7 +273,13 @@ func (c *Config) applyDefaults() {
 		c.Forward.PayloadHeader = &h
 	}
 	setDefault(&c.JWKS.RefreshInterval, Duration(defaultRefresh))
+	setDefault(&c.JWKS.MinRefreshInterval, Duration(min(time.Minute, c.JWKS.RefreshInterval.D())))
+	setDefault(&c.JWKS.KidWait, Duration(500*time.Millisecond))
+	setDefault(&c.JWKS.MaxStale, Duration(24*time.Hour))
 	setDefault(&c.JWKS.Timeout, Duration(defaultJWKSTimeout))
+	setDefault(&c.JWKS.ConnectTimeout, Duration(5*time.Second))
+	setDefault(&c.JWKS.MaxBodyBytes, 1<<20)
+	setDefault(&c.JWKS.MaxKeys, jwks.DefaultMaxKeys)
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -320,13 +339,13 @@ func (c *Config) Validate() error {
 		case is.Discovery && is.JWKSURI != "":
 			p.add(key, "set either jwks_uri or discovery: true, not both")
 		case is.Discovery:
-			if err := httpURL(is.Issuer); err != nil {
+			if err := jwks.CheckURL(is.Issuer, is.InsecureHTTP); err != nil {
 				p.add(key+".issuer", "discovery needs the issuer to be an http(s) URL: %v", err)
 			}
 		case is.JWKSURI == "":
 			p.add(key+".jwks_uri", "must be set (or discovery: true)")
 		default:
-			if err := httpURL(is.JWKSURI); err != nil {
+			if err := jwks.CheckURL(is.JWKSURI, is.InsecureHTTP); err != nil {
 				p.add(key+".jwks_uri", "%v", err)
 			}
 		}
@@ -403,8 +422,36 @@ func (c *Config) Validate() error {
 	if c.JWKS.RefreshInterval.D() < time.Second {
 		p.add("jwks.refresh_interval", "must be at least 1s")
 	}
+	if c.JWKS.MinRefreshInterval < 0 || c.JWKS.MinRefreshInterval > c.JWKS.RefreshInterval {
+		p.add("jwks.min_refresh_interval", "must be between 0 and jwks.refresh_interval (%s)", c.JWKS.RefreshInterval.D())
+	}
+	if c.JWKS.KidWait < 0 || c.JWKS.KidWait.D() > 10*time.Second {
+		p.add("jwks.kid_wait", "must be between 0 and 10s")
+	}
+	if c.JWKS.MaxStale < c.JWKS.RefreshInterval {
+		p.add("jwks.max_stale", "must be at least jwks.refresh_interval (%s)", c.JWKS.RefreshInterval.D())
+	}
 	if c.JWKS.Timeout <= 0 {
 		p.add("jwks.timeout", "must be positive")
+	}
+	if c.JWKS.ConnectTimeout <= 0 {
+		p.add("jwks.connect_timeout", "must be positive")
+	}
+	if c.JWKS.MaxBodyBytes < 1024 || c.JWKS.MaxBodyBytes > 64<<20 {
+		p.add("jwks.max_body_bytes", "must be between 1024 and 67108864")
+	}
+	if c.JWKS.MaxKeys < 1 || c.JWKS.MaxKeys > 10000 {
+		p.add("jwks.max_keys", "must be between 1 and 10000")
+	}
+	if d := c.JWKS.SnapshotDir; d != "" {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			p.add("jwks.snapshot_dir", "%q is not a directory", d)
+		}
+	}
+	if f := c.JWKS.CAFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			p.add("jwks.ca_file", "%v", err)
+		}
 	}
 	if u := c.Revocation.NATS.URL; u != "" {
 		if parsed, err := url.Parse(u); err != nil || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, parsed.Scheme) {
@@ -413,17 +460,6 @@ func (c *Config) Validate() error {
 	}
 	if len(p) > 0 {
 		return p
-	}
-	return nil
-}
-
-func httpURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("%q is not a URL", s)
-	}
-	if u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", s)
 	}
 	return nil
 }
@@ -484,11 +520,29 @@ func (c *Config) engineConfig() authz.Config {
 	return ec
 }
 
+// jwksOptions is the jwks view of the configuration (without the logger
+// and registerer, which the daemon adds).
+func (c *Config) jwksOptions() jwks.Options {
+	j := c.JWKS
+	return jwks.Options{
+		RefreshInterval:    j.RefreshInterval.D(),
+		MinRefreshInterval: j.MinRefreshInterval.D(),
+		KidWait:            j.KidWait.D(),
+		MaxStale:           j.MaxStale.D(),
+		SnapshotDir:        j.SnapshotDir,
+		Timeout:            j.Timeout.D(),
+		ConnectTimeout:     j.ConnectTimeout.D(),
+		MaxBodyBytes:       j.MaxBodyBytes,
+		MaxKeys:            j.MaxKeys,
+		CAFile:             j.CAFile,
+	}
+}
+
 // jwksIssuers is the jwks view of the configuration.
 func (c *Config) jwksIssuers() []jwks.IssuerConfig {
 	out := make([]jwks.IssuerConfig, 0, len(c.Issuers))
 	for _, is := range c.Issuers {
-		out = append(out, jwks.IssuerConfig{Issuer: is.Issuer, JWKSURI: is.JWKSURI, Discovery: is.Discovery})
+		out = append(out, jwks.IssuerConfig{Issuer: is.Issuer, JWKSURI: is.JWKSURI, Discovery: is.Discovery, Optional: is.Optional, InsecureHTTP: is.InsecureHTTP})
 	}
 	return out
 }

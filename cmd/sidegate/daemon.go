@@ -42,12 +42,9 @@ type daemon struct {
 func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	keys, err := jwks.New(cfg.jwksIssuers(), jwks.Options{
-		RefreshInterval: cfg.JWKS.RefreshInterval.D(),
-		Timeout:         cfg.JWKS.Timeout.D(),
-		Logger:          log.With("component", "jwks"),
-		Registerer:      reg,
-	})
+	jo := cfg.jwksOptions()
+	jo.Logger, jo.Registerer = log.With("component", "jwks"), reg
+	keys, err := jwks.New(cfg.jwksIssuers(), jo)
 	if err != nil {
 		return nil, err
 	}
@@ -108,12 +105,30 @@ func (d *daemon) adminMux(reg *prometheus.Registry) http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if reason := d.notReady(); reason != "" {
+		reason := d.notReady()
+		if reason != "" {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "not ready:", reason)
-			return
+		} else {
+			fmt.Fprintln(w, "ready")
 		}
-		w.Write([]byte("ready\n"))
+		// One line per issuer, so an operator sees which one holds it back.
+		now := time.Now()
+		for _, st := range d.keys.Status() {
+			fmt.Fprintf(w, "issuer %s: ", st.Issuer)
+			switch {
+			case st.Ready:
+				fmt.Fprintf(w, "ok, %d keys, confirmed %s ago", st.Keys, now.Sub(st.FetchedAt).Round(time.Second))
+			case st.FetchedAt.IsZero():
+				fmt.Fprint(w, "no keys yet")
+			default:
+				fmt.Fprintf(w, "keys unusable: %s", st.Problem)
+			}
+			if st.Optional {
+				fmt.Fprint(w, " (optional: does not gate readiness)")
+			}
+			fmt.Fprintln(w)
+		}
 	})
 	return mux
 }
