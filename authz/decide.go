@@ -22,9 +22,11 @@ type KeySource interface {
 	Lookup(ctx context.Context, issuer, kid string) (*jwks.Key, error)
 }
 
-// Denylist reports whether verified claims match a revocation.
+// Denylist checks verified claims against revocations. It returns nil, or
+// the denial: an error wrapping ErrRevoked, or ErrRevocationUnavailable
+// when revocations cannot be trusted to be current (fail closed).
 type Denylist interface {
-	Revoked(c *Claims) bool
+	Check(c *Claims) error
 }
 
 // Issuer is the verification policy of one trusted issuer.
@@ -143,8 +145,10 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 		if err != nil {
 			return deny(fmt.Errorf("%s: %w", cand.Source, err), c)
 		}
-		if e.deny != nil && e.deny.Revoked(c) {
-			return deny(fmt.Errorf("%s: %w", cand.Source, ErrRevoked), c)
+		if e.deny != nil {
+			if err := e.deny.Check(c); err != nil {
+				return deny(fmt.Errorf("%s: %w", cand.Source, err), c)
+			}
 		}
 		switch {
 		case claims == nil:

@@ -62,8 +62,11 @@ type decideDenylist struct {
 	jti, sub, kid map[string]bool
 }
 
-func (d decideDenylist) Revoked(c *Claims) bool {
-	return d.jti[c.ID] || d.sub[c.Subject] || d.kid[c.KeyID]
+func (d decideDenylist) Check(c *Claims) error {
+	if d.jti[c.ID] || d.sub[c.Subject] || d.kid[c.KeyID] {
+		return ErrRevoked
+	}
+	return nil
 }
 
 func decideClaims(f *fixture, sub string, extra map[string]any) map[string]any {
@@ -586,6 +589,7 @@ var decideSentinels = []struct {
 	{ErrAudience, "audience_mismatch"},
 	{ErrTokenMismatch, "token_mismatch"},
 	{ErrRevoked, "revoked"},
+	{ErrRevocationUnavailable, "revocation_unavailable"},
 	{ErrCanceled, "canceled"},
 }
 
@@ -710,5 +714,21 @@ func TestDecideNoSubjectTokensMustBeIdentical(t *testing.T) {
 	diff := f.decide(map[string]string{"authorization": "Bearer " + a, "cookie": "session=" + b})
 	if diff.Allowed || diff.Reason.Code != "token_mismatch" {
 		t.Fatalf("two different tokens without sub: allowed=%v reason=%s, want token_mismatch", diff.Allowed, diff.Reason.Code)
+	}
+}
+
+type decideUnavailable struct{}
+
+func (decideUnavailable) Check(*Claims) error { return ErrRevocationUnavailable }
+
+// TestDecideRevocationUnavailable: when the denylist cannot vouch for
+// itself (deny_after passed), a good token is denied with 503, never allowed.
+func TestDecideRevocationUnavailable(t *testing.T) {
+	f := newFixture(t, nil)
+	f.deny = decideUnavailable{}
+	f.build(t)
+	d := f.decide(bearer(f.token(t, "ES256", f.claims(), nil)))
+	if d.Allowed || d.Reason.Code != "revocation_unavailable" || d.Reason.Status != 503 {
+		t.Fatalf("allowed=%v reason=%s status=%d, want a 503 revocation_unavailable", d.Allowed, d.Reason.Code, d.Reason.Status)
 	}
 }

@@ -11,27 +11,28 @@ import (
 // the log only: responses carry the fixed description from the table, never
 // text taken from the request.
 var (
-	ErrNoToken          = errors.New("no token")
-	ErrBadAuthorization = errors.New("authorization header is not a single bearer token")
-	ErrDuplicateCookie  = errors.New("token cookie sent more than once")
-	ErrTokenTooLarge    = errors.New("token too large")
-	ErrMalformed        = errors.New("malformed token")
-	ErrForbiddenHeader  = errors.New("forbidden token header")
-	ErrMissingKeyID     = errors.New("token has no kid")
-	ErrAlgorithm        = errors.New("algorithm not allowed")
-	ErrUnknownIssuer    = errors.New("unknown issuer")
-	ErrTokenType        = errors.New("token type not accepted")
-	ErrUnknownKey       = errors.New("unknown signing key")
-	ErrKeysUnavailable  = errors.New("issuer keys unavailable")
-	ErrBadSignature     = errors.New("bad signature")
-	ErrInvalidClaims    = errors.New("invalid claims")
-	ErrExpired          = errors.New("token expired")
-	ErrNotYetValid      = errors.New("token not yet valid")
-	ErrLifetime         = errors.New("token lifetime too long")
-	ErrAudience         = errors.New("audience not accepted")
-	ErrTokenMismatch    = errors.New("header and cookie tokens disagree")
-	ErrRevoked          = errors.New("token revoked")
-	ErrCanceled         = errors.New("request canceled")
+	ErrNoToken               = errors.New("no token")
+	ErrBadAuthorization      = errors.New("authorization header is not a single bearer token")
+	ErrDuplicateCookie       = errors.New("token cookie sent more than once")
+	ErrTokenTooLarge         = errors.New("token too large")
+	ErrMalformed             = errors.New("malformed token")
+	ErrForbiddenHeader       = errors.New("forbidden token header")
+	ErrMissingKeyID          = errors.New("token has no kid")
+	ErrAlgorithm             = errors.New("algorithm not allowed")
+	ErrUnknownIssuer         = errors.New("unknown issuer")
+	ErrTokenType             = errors.New("token type not accepted")
+	ErrUnknownKey            = errors.New("unknown signing key")
+	ErrKeysUnavailable       = errors.New("issuer keys unavailable")
+	ErrBadSignature          = errors.New("bad signature")
+	ErrInvalidClaims         = errors.New("invalid claims")
+	ErrExpired               = errors.New("token expired")
+	ErrNotYetValid           = errors.New("token not yet valid")
+	ErrLifetime              = errors.New("token lifetime too long")
+	ErrAudience              = errors.New("audience not accepted")
+	ErrTokenMismatch         = errors.New("header and cookie tokens disagree")
+	ErrRevoked               = errors.New("token revoked")
+	ErrRevocationUnavailable = errors.New("revocation feed unavailable")
+	ErrCanceled              = errors.New("request canceled")
 )
 
 // Reason is how one kind of decision is reported.
@@ -78,6 +79,8 @@ var reasons = []Reason{
 	{err: ErrAudience, Code: "audience_mismatch", Status: 401, Error: "invalid_token", Description: "the token is not meant for this audience"},
 	{err: ErrTokenMismatch, Code: "token_mismatch", Status: 401, Error: "invalid_token", Description: "the header and cookie tokens do not match"},
 	{err: ErrRevoked, Code: "revoked", Status: 401, Error: "invalid_token", Description: "the token has been revoked"},
+	// Like keys_unavailable: no RFC 6750 error, the token may well be good.
+	{err: ErrRevocationUnavailable, Code: "revocation_unavailable", Status: 503, Description: "revocations cannot be checked right now"},
 	{err: ErrCanceled, Code: "canceled", Status: 503},
 }
 
