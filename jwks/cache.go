@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,15 +81,11 @@ const (
 
 // Cache holds the key sets of every configured issuer.
 type Cache struct {
-	// base bounds every fetch; Run cancels it when it returns, so no
-	// fetch outlives the cache's owner.
-	base      context.Context
-	stopFetch context.CancelFunc
-	opts      Options
-	log       *slog.Logger
-	m         *metrics
-	issuers   map[string]*issuer
-	order     []string
+	opts    Options
+	log     *slog.Logger
+	m       *metrics
+	issuers map[string]*issuer
+	order   []string
 }
 
 type issuer struct {
@@ -96,10 +94,15 @@ type issuer struct {
 	// jwksURI is the configured URI, or the last good discovery result.
 	jwksURI atomic.Pointer[string]
 
-	fetches  singleflight.Group // one fetch at a time; callers share it
-	fetching atomic.Bool
+	fetches singleflight.Group // one fetch at a time; callers share it
 
-	mu           sync.Mutex // guards what follows
+	mu sync.Mutex // guards what follows
+	// fetching is true exactly while fetches holds a call: it is set when
+	// a fetch is started or joined and cleared, together with Forget, when
+	// the fetch ends, both under mu. So an unknown-kid lookup that decides
+	// under mu to join a fetch does join one, and one that finds none
+	// starts its own only through the rate limit.
+	fetching     bool
 	discoveredAt time.Time
 	lastKidFetch time.Time
 	notFound     map[string]time.Time // unknown kids, remembered until
@@ -203,7 +206,7 @@ func newClient(opts Options) (*http.Client, error) {
 // first asked, and never from https to http: keys fetched in clear text, or
 // from wherever a redirect points, could be anyone's.
 func sameHostNoDowngrade(req *http.Request, via []*http.Request) error {
-	if len(via) >= 5 {
+	if len(via) > 5 {
 		return errors.New("jwks: more than 5 redirects")
 	}
 	if req.URL.Host != via[0].URL.Host {
@@ -235,7 +238,7 @@ func CheckURL(raw string, insecureHTTP bool) error {
 }
 
 func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if host = strings.ToLower(host); host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
 	ip := net.ParseIP(host)
@@ -283,32 +286,37 @@ func (c *Cache) usable(is *issuer, now time.Time) (*Set, error) {
 func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time.Time) (*Key, error) {
 	count := func(outcome string) { c.m.unknownKid.WithLabelValues(is.cfg.Issuer, outcome).Inc() }
 	is.mu.Lock()
+	// A fetch that ended since Lookup looked may have brought the kid.
+	if k, ok := is.set.Load().Keys[kid]; ok {
+		is.mu.Unlock()
+		return k, nil
+	}
 	if until, ok := is.notFound[kid]; ok && now.Before(until) {
 		is.mu.Unlock()
 		count("remembered")
 		return nil, ErrUnknownKey
 	}
 	// Joining a fetch already under way costs nothing; starting one is
-	// rate-limited.
-	if !is.fetching.Load() {
+	// rate-limited. A rate-limited kid is not remembered: it was never
+	// looked for, and may be fetched as soon as the limit allows.
+	if !is.fetching {
 		if now.Sub(is.lastKidFetch) < c.opts.MinRefreshInterval {
-			is.remember(kid, now, now.Add(c.opts.MinRefreshInterval))
 			is.mu.Unlock()
 			count("rate_limited")
 			return nil, ErrUnknownKey
 		}
 		is.lastKidFetch = now
 	}
+	fetched := c.startFetchLocked(context.WithoutCancel(ctx), is)
 	is.mu.Unlock()
 
+	// A caller whose own deadline comes first gets its context's error
+	// (reason canceled), not a timeout: one outcome per cause.
 	wait := c.opts.KidWait
-	if dl, ok := ctx.Deadline(); ok {
-		wait = min(wait, time.Until(dl))
-	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
-	case <-c.startFetch(context.WithoutCancel(ctx), is):
+	case <-fetched:
 	case <-timer.C:
 		count("timeout")
 		return nil, fmt.Errorf("%w: refetch for kid still running after %s", ErrUnknownKey, wait)
@@ -447,8 +455,10 @@ func (c *Cache) Refresh(ctx context.Context, iss string) error {
 	if !ok {
 		return ErrUnknownIssuer
 	}
+	// The fetch may be shared with waiting lookups: a caller that gives up
+	// stops waiting, without cancelling it for them.
 	select {
-	case r := <-c.startFetch(ctx, is):
+	case r := <-c.startFetch(context.WithoutCancel(ctx), is):
 		return r.Err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -460,15 +470,28 @@ func (c *Cache) Refresh(ctx context.Context, iss string) error {
 // own (not their request's), so one that gives up does not spoil the fetch
 // for the others; Run passes its own, so no fetch outlives it.
 func (c *Cache) startFetch(ctx context.Context, is *issuer) <-chan singleflight.Result {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return c.startFetchLocked(ctx, is)
+}
+
+// startFetchLocked is startFetch with is.mu held. DoChan does no I/O: it
+// starts the fetch in a goroutine or joins the one under way.
+func (c *Cache) startFetchLocked(ctx context.Context, is *issuer) <-chan singleflight.Result {
+	is.fetching = true
 	return is.fetches.DoChan("fetch", func() (any, error) {
-		is.fetching.Store(true)
-		defer is.fetching.Store(false)
 		ttl, err := c.fetch(ctx, is)
 		outcome := "success" // a 304 too: the keys are confirmed fresh
 		if err != nil {
 			outcome = "error"
 		}
 		c.m.refreshes.WithLabelValues(is.cfg.Issuer, outcome).Inc()
+		// From here on, callers start a new fetch rather than join this
+		// finished one.
+		is.mu.Lock()
+		is.fetching = false
+		is.fetches.Forget("fetch")
+		is.mu.Unlock()
 		return ttl, err
 	})
 }
@@ -506,6 +529,9 @@ func (c *Cache) fetch(ctx context.Context, is *issuer) (time.Duration, error) {
 	if resp.StatusCode == http.StatusNotModified {
 		fresh := *conditional
 		fresh.FetchedAt = now
+		if etag := resp.Header.Get("ETag"); etag != "" {
+			fresh.ETag = etag
+		}
 		is.set.Store(&fresh)
 		c.writeSnapshot(is, &fresh)
 		c.log.Debug("jwks not modified", "issuer", is.cfg.Issuer, "next_in", ttl)
@@ -533,19 +559,25 @@ func (c *Cache) fetch(ctx context.Context, is *issuer) (time.Duration, error) {
 func (c *Cache) cacheFor(h http.Header) time.Duration {
 	lo, hi := c.opts.MinRefreshInterval, c.opts.RefreshInterval
 	ttl := hi
-	if cc := h.Get("Cache-Control"); cc != "" {
-		for dir := range strings.SplitSeq(cc, ",") {
+	var maxAge *time.Duration
+	for _, line := range h.Values("Cache-Control") {
+		for dir := range strings.SplitSeq(line, ",") {
 			name, val, _ := strings.Cut(strings.TrimSpace(dir), "=")
-			switch strings.ToLower(name) {
+			switch strings.ToLower(strings.TrimSpace(name)) {
 			case "no-cache", "no-store":
+				// Wherever it stands, the most restrictive directive wins
+				// (RFC 9111 §4.2.1).
 				return lo
 			case "max-age":
-				var secs int64
-				if _, err := fmt.Sscanf(strings.Trim(val, `"`), "%d", &secs); err == nil && secs >= 0 {
-					return min(max(time.Duration(secs)*time.Second, lo), hi)
+				if maxAge == nil { // the first one counts
+					d := deltaSeconds(val)
+					maxAge = &d
 				}
 			}
 		}
+	}
+	if maxAge != nil {
+		return min(max(*maxAge, lo), hi)
 	}
 	if exp := h.Get("Expires"); exp != "" {
 		t, err := http.ParseTime(exp)
@@ -559,6 +591,21 @@ func (c *Cache) cacheFor(h http.Header) time.Duration {
 		ttl = t.Sub(base)
 	}
 	return min(max(ttl, lo), hi)
+}
+
+// deltaSeconds reads a max-age value (RFC 9111 §1.2.2). An invalid one
+// counts as 0, already stale (§4.2.1, like an invalid Expires); one too
+// large for a Duration as the largest.
+func deltaSeconds(v string) time.Duration {
+	v = strings.Trim(strings.TrimSpace(v), `"`)
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0
+	}
+	secs, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || secs > int64(math.MaxInt64/time.Second) {
+		return math.MaxInt64 // only digits, so only too large
+	}
+	return time.Duration(secs) * time.Second
 }
 
 // discover reads the issuer's OpenID configuration (OpenID Connect

@@ -21,8 +21,10 @@ import (
 	"encoding/json"
 	"hash"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -236,18 +238,49 @@ func (e *unsupportedAlg) Error() string { return "jwkstest: cannot sign " + e.al
 
 // Server is an identity provider over real HTTP: GET /jwks and
 // GET /.well-known/openid-configuration (issuer = the server's URL).
+//
+// /jwks answers with the current body, status, extra headers and delay.
+// When the extra headers include an ETag or Last-Modified, a request whose
+// If-None-Match or If-Modified-Since matches gets 304 Not Modified (only
+// while the status is 200). The server can also be held (requests wait
+// until released) and taken down and brought back up on the same address.
+//
+// The embedded httptest.Server is the first instance started: its URL,
+// Certificate and Client stay valid across Down and Up.
 type Server struct {
 	*httptest.Server
-	mu      sync.Mutex
-	body    []byte
-	status  int
-	delay   time.Duration
-	fetches atomic.Int64
+	tb      testing.TB
+	handler http.Handler
+
+	mu         sync.Mutex
+	body       []byte
+	status     int
+	delay      time.Duration
+	header     http.Header   // extra response headers for /jwks
+	hold       chan struct{} // while non-nil, /jwks requests wait for it to close
+	lastHeader http.Header   // request headers of the last /jwks request
+	live       *httptest.Server
+
+	fetches     atomic.Int64
+	conditional atomic.Int64
+	notModified atomic.Int64
 }
 
-// NewServer starts a server publishing keys; it is closed at test end.
+// NewServer starts a plain-http server publishing keys; it is closed at
+// test end.
 func NewServer(tb testing.TB, keys ...*Key) *Server {
-	s := &Server{status: http.StatusOK}
+	return newServer(tb, false, keys)
+}
+
+// NewTLSServer is NewServer over https, with httptest's self-signed
+// certificate (for 127.0.0.1, ::1 and example.com): s.Certificate() is the
+// CA to trust, and s.Client() trusts it.
+func NewTLSServer(tb testing.TB, keys ...*Key) *Server {
+	return newServer(tb, true, keys)
+}
+
+func newServer(tb testing.TB, useTLS bool, keys []*Key) *Server {
+	s := &Server{tb: tb, status: http.StatusOK, header: http.Header{}}
 	s.SetKeys(keys...)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jwks", s.serveJWKS)
@@ -255,16 +288,35 @@ func NewServer(tb testing.TB, keys ...*Key) *Server {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"issuer": s.Issuer(), "jwks_uri": s.JWKSURI()})
 	})
-	s.Server = httptest.NewServer(mux)
+	s.handler = mux
+	if useTLS {
+		s.Server = httptest.NewTLSServer(mux)
+	} else {
+		s.Server = httptest.NewServer(mux)
+	}
+	s.live = s.Server
 	tb.Cleanup(s.Close)
 	return s
 }
 
 func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	s.fetches.Add(1)
+	inm, ims := r.Header.Get("If-None-Match"), r.Header.Get("If-Modified-Since")
+	if inm != "" || ims != "" {
+		s.conditional.Add(1)
+	}
 	s.mu.Lock()
-	body, status, delay := s.body, s.status, s.delay
+	body, status, delay, hold := s.body, s.status, s.delay, s.hold
+	header := s.header.Clone()
+	s.lastHeader = r.Header.Clone()
 	s.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -273,8 +325,40 @@ func (s *Server) serveJWKS(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/jwk-set+json")
+	for name, vals := range header {
+		w.Header()[name] = vals
+	}
+	if status == http.StatusOK && notModified(header, inm, ims) {
+		s.notModified.Add(1)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
 	w.WriteHeader(status)
 	w.Write(body)
+}
+
+// notModified applies RFC 9110 §13.1: If-None-Match against the ETag
+// (weak comparison), else If-Modified-Since against Last-Modified.
+func notModified(h http.Header, inm, ims string) bool {
+	if inm != "" {
+		etag := strings.TrimPrefix(h.Get("ETag"), "W/")
+		if etag == "" {
+			return false
+		}
+		for tag := range strings.SplitSeq(inm, ",") {
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
+				return true
+			}
+		}
+		return false
+	}
+	if ims == "" || h.Get("Last-Modified") == "" {
+		return false
+	}
+	since, err1 := http.ParseTime(ims)
+	modified, err2 := http.ParseTime(h.Get("Last-Modified"))
+	return err1 == nil && err2 == nil && !modified.After(since)
 }
 
 // Issuer is the server's URL, which its OpenID configuration names.
@@ -309,6 +393,7 @@ func (s *Server) SetBody(body []byte) {
 }
 
 // SetStatus makes /jwks answer with this status (and the current body).
+// With a Location header (SetHeader) and a 3xx status it redirects.
 func (s *Server) SetStatus(code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -322,5 +407,96 @@ func (s *Server) SetDelay(d time.Duration) {
 	s.delay = d
 }
 
+// SetHeader adds a response header to /jwks answers (Cache-Control,
+// Expires, ETag, Last-Modified, Location...); an empty value removes it.
+func (s *Server) SetHeader(name, value string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if value == "" {
+		s.header.Del(name)
+	} else {
+		s.header.Set(name, value)
+	}
+}
+
+// Hold makes /jwks requests wait, once counted, until Release (or until
+// the client gives up), so a test can act while a fetch is in flight.
+func (s *Server) Hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold == nil {
+		s.hold = make(chan struct{})
+	}
+}
+
+// Release lets held requests, and later ones, proceed.
+func (s *Server) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold != nil {
+		close(s.hold)
+		s.hold = nil
+	}
+}
+
+// Down takes the server off the network as a crash would: the listener
+// closes and open connections are cut, so fetches fail with a network
+// error until Up.
+func (s *Server) Down() {
+	s.mu.Lock()
+	live := s.live
+	s.live = nil
+	s.mu.Unlock()
+	if live != nil {
+		live.CloseClientConnections()
+		live.Close()
+	}
+}
+
+// Up brings the server back on the same address (and certificate) after
+// Down, serving whatever the server is now set to publish.
+func (s *Server) Up() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live != nil {
+		return
+	}
+	l, err := net.Listen("tcp", s.Listener.Addr().String())
+	if err != nil {
+		s.tb.Fatalf("jwkstest: listening again on %s: %v", s.Listener.Addr(), err)
+	}
+	srv := httptest.NewUnstartedServer(s.handler)
+	srv.Listener.Close()
+	srv.Listener = l
+	if s.Server.TLS != nil {
+		srv.TLS = s.Server.TLS
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	s.live = srv
+}
+
+// Close shuts the server down for good (held requests are released first).
+func (s *Server) Close() {
+	s.Release()
+	s.Down()
+}
+
 // Fetches counts requests to /jwks.
 func (s *Server) Fetches() int { return int(s.fetches.Load()) }
+
+// Conditional counts requests to /jwks that carried If-None-Match or
+// If-Modified-Since.
+func (s *Server) Conditional() int { return int(s.conditional.Load()) }
+
+// NotModified counts 304 answers from /jwks.
+func (s *Server) NotModified() int { return int(s.notModified.Load()) }
+
+// LastRequestHeader returns the request headers of the last /jwks request.
+func (s *Server) LastRequestHeader() http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastHeader.Clone()
+}
