@@ -87,14 +87,55 @@ type JWKSConfig struct {
 	CAFile             string   `yaml:"ca_file"` // PEM trusted besides the system roots
 }
 
-// RevocationConfig is the NATS revocation feed (not active yet: accepted so
-// that configurations written for it validate).
+// RevocationConfig is the revocation denylist and its NATS JetStream feed.
+// Revocation is on when nats.url is set.
 type RevocationConfig struct {
-	NATS struct {
-		URL     string `yaml:"url"`
-		Subject string `yaml:"subject"`
-		Stream  string `yaml:"stream"`
-	} `yaml:"nats"`
+	Capacity          int          `yaml:"capacity"`            // expected entries; grows past it
+	FalsePositiveRate float64      `yaml:"false_positive_rate"` // of the bloom filter (never a wrong denial)
+	RebuildInterval   Duration     `yaml:"rebuild_interval"`    // expired entries dropped, filter rebuilt
+	OnDisconnect      OnDisconnect `yaml:"on_disconnect"`       // serve, or {deny_after: 5m}
+	NATS              NATSConfig   `yaml:"nats"`
+}
+
+// NATSConfig is how sidegate reaches the revocation stream.
+type NATSConfig struct {
+	URL             string   `yaml:"url"`
+	Subject         string   `yaml:"subject"`
+	Stream          string   `yaml:"stream"`
+	CreateStream    bool     `yaml:"create_stream"`    // create the stream when absent
+	MaxAge          Duration `yaml:"max_age"`          // of a created stream; at least tokens.max_lifetime
+	CredentialsFile string   `yaml:"credentials_file"` // .creds (user JWT + NKey seed)
+	NKeySeedFile    string   `yaml:"nkey_seed_file"`
+	Token           string   `yaml:"token"`
+	TokenFile       string   `yaml:"token_file"`
+	User            string   `yaml:"user"`
+	Password        string   `yaml:"password"`
+	PasswordFile    string   `yaml:"password_file"`
+	TLS             struct {
+		CAFile   string `yaml:"ca_file"`
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+	} `yaml:"tls"`
+}
+
+// OnDisconnect is revocation.on_disconnect: "serve" (keep enforcing the
+// denylist held, alert through metrics) or {deny_after: D} (fail closed
+// once NATS has been unreachable for D).
+type OnDisconnect struct {
+	DenyAfter Duration `yaml:"deny_after"`
+}
+
+// UnmarshalYAML accepts the scalar "serve" or a {deny_after: D} mapping.
+func (o *OnDisconnect) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "serve" {
+			return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: on_disconnect is \"serve\" or {deny_after: DURATION}, not %q", n.Line, n.Value)}}
+		}
+		*o = OnDisconnect{}
+		return nil
+	}
+	type plain OnDisconnect
+	return n.Decode((*plain)(o))
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -280,6 +321,13 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.JWKS.ConnectTimeout, Duration(5*time.Second))
 	setDefault(&c.JWKS.MaxBodyBytes, 1<<20)
 	setDefault(&c.JWKS.MaxKeys, jwks.DefaultMaxKeys)
+	r := &c.Revocation
+	setDefault(&r.Capacity, 1_000_000)
+	setDefault(&r.FalsePositiveRate, 0.001)
+	setDefault(&r.RebuildInterval, Duration(time.Minute))
+	setDefault(&r.NATS.Subject, "sidegate.revocations")
+	setDefault(&r.NATS.Stream, "SIDEGATE_REVOCATIONS")
+	setDefault(&r.NATS.MaxAge, max(Duration(48*time.Hour), c.Tokens.MaxLifetime))
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -453,11 +501,7 @@ func (c *Config) Validate() error {
 			p.add("jwks.ca_file", "%v", err)
 		}
 	}
-	if u := c.Revocation.NATS.URL; u != "" {
-		if parsed, err := url.Parse(u); err != nil || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, parsed.Scheme) {
-			p.add("revocation.nats.url", "%q is not a nats:// URL", u)
-		}
-	}
+	c.validateRevocation(&p)
 	if len(p) > 0 {
 		return p
 	}
@@ -467,6 +511,60 @@ func (c *Config) Validate() error {
 // Headers that must never be set from a claim: they change how the request
 // is routed or framed, or carry credentials.
 var reservedHeaders = []string{"host", "authorization", "cookie", "content-length", "content-type", "transfer-encoding", "connection", "te", "upgrade", "keep-alive", "proxy-authorization", "x-envoy-auth-headers-to-remove"}
+
+func (c *Config) validateRevocation(p *problems) {
+	r := &c.Revocation
+	if r.NATS.URL == "" {
+		return
+	}
+	for _, u := range strings.Split(r.NATS.URL, ",") {
+		if parsed, err := url.Parse(strings.TrimSpace(u)); err != nil || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, parsed.Scheme) || parsed.Host == "" {
+			p.add("revocation.nats.url", "%q is not a nats:// URL", u)
+		}
+	}
+	if strings.ContainsAny(r.NATS.Subject, " \t*>") || r.NATS.Subject == "" {
+		p.add("revocation.nats.subject", "%q is not a literal NATS subject", r.NATS.Subject)
+	}
+	if r.NATS.Stream == "" || strings.ContainsAny(r.NATS.Stream, " \t.*>/\\") {
+		p.add("revocation.nats.stream", "%q is not a valid stream name", r.NATS.Stream)
+	}
+	if r.NATS.CreateStream && r.NATS.MaxAge < c.Tokens.MaxLifetime {
+		p.add("revocation.nats.max_age", "%s is shorter than tokens.max_lifetime (%s): revocations would be forgotten while their tokens still live", r.NATS.MaxAge.D(), c.Tokens.MaxLifetime.D())
+	}
+	if r.NATS.Token != "" && r.NATS.TokenFile != "" {
+		p.add("revocation.nats.token", "set token or token_file, not both")
+	}
+	if r.NATS.Password != "" && r.NATS.PasswordFile != "" {
+		p.add("revocation.nats.password", "set password or password_file, not both")
+	}
+	if (r.NATS.TLS.CertFile == "") != (r.NATS.TLS.KeyFile == "") {
+		p.add("revocation.nats.tls", "cert_file and key_file go together")
+	}
+	for key, f := range map[string]string{
+		"credentials_file": r.NATS.CredentialsFile, "nkey_seed_file": r.NATS.NKeySeedFile,
+		"token_file": r.NATS.TokenFile, "password_file": r.NATS.PasswordFile,
+		"tls.ca_file": r.NATS.TLS.CAFile, "tls.cert_file": r.NATS.TLS.CertFile, "tls.key_file": r.NATS.TLS.KeyFile,
+	} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			p.add("revocation.nats."+key, "%v", err)
+		}
+	}
+	if r.Capacity < 1 || r.Capacity > 100_000_000 {
+		p.add("revocation.capacity", "must be between 1 and 100000000")
+	}
+	if !(r.FalsePositiveRate > 0 && r.FalsePositiveRate < 0.5) {
+		p.add("revocation.false_positive_rate", "must be above 0 and below 0.5")
+	}
+	if r.RebuildInterval.D() < time.Second {
+		p.add("revocation.rebuild_interval", "must be at least 1s")
+	}
+	if r.OnDisconnect.DenyAfter < 0 {
+		p.add("revocation.on_disconnect.deny_after", "must not be negative")
+	}
+}
 
 func checkIdentityHeader(h string) error {
 	if !isToken(h) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sidegate/sidegate/authz"
 	"github.com/sidegate/sidegate/jwks"
+	"github.com/sidegate/sidegate/revocation"
 )
 
 // daemon is one running sidegate: listeners bound, components wired.
@@ -28,6 +29,8 @@ type daemon struct {
 	cfg      *Config
 	log      *slog.Logger
 	keys     *jwks.Cache
+	denylist *revocation.Denylist   // nil without revocation
+	feed     *revocation.Subscriber // nil without revocation
 	grpc     *grpc.Server
 	health   *authz.Health
 	http     *http.Server
@@ -48,7 +51,15 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine, err := authz.NewEngine(cfg.engineConfig(), keys, nil, nil)
+	d := &daemon{cfg: cfg, log: log, keys: keys}
+	var deny authz.Denylist
+	if cfg.Revocation.NATS.URL != "" {
+		if err := d.buildRevocation(reg); err != nil {
+			return nil, err
+		}
+		deny = denylist{list: d.denylist, feed: d.feed}
+	}
+	engine, err := authz.NewEngine(cfg.engineConfig(), keys, deny, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +68,6 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 		return nil, err
 	}
 	srv := authz.NewServer(engine, m, log.With("component", "authz"))
-	d := &daemon{cfg: cfg, log: log, keys: keys}
 	d.grpc, d.health = authz.NewGRPCServer(srv)
 	d.http = &http.Server{
 		Handler:           srv,
@@ -88,6 +98,37 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 		*l.ln = ln
 	}
 	return d, nil
+}
+
+// buildRevocation makes the denylist and the NATS subscriber that feeds it.
+func (d *daemon) buildRevocation(reg prometheus.Registerer) error {
+	r := d.cfg.Revocation
+	list, err := revocation.NewDenylist(revocation.Options{
+		Capacity:          r.Capacity,
+		FalsePositiveRate: r.FalsePositiveRate,
+		MaxLifetime:       d.cfg.Tokens.MaxLifetime.D(),
+		Leeway:            d.cfg.Tokens.Leeway.D(),
+		RebuildInterval:   r.RebuildInterval.D(),
+		Registerer:        reg,
+	})
+	if err != nil {
+		return err
+	}
+	nopts, err := d.cfg.natsOptions("sidegate " + versionString())
+	if err != nil {
+		return err
+	}
+	feed, err := revocation.NewSubscriber(revocation.SubscriberOptions{
+		NATS:       nopts,
+		DenyAfter:  r.OnDisconnect.DenyAfter.D(),
+		Logger:     d.log.With("component", "revocation"),
+		Registerer: reg,
+	}, list)
+	if err != nil {
+		return err
+	}
+	d.denylist, d.feed = list, feed
+	return nil
 }
 
 func (d *daemon) closeListeners() {
@@ -141,6 +182,11 @@ func (d *daemon) notReady() string {
 	if missing := d.keys.Unready(); len(missing) > 0 {
 		return "no usable keys yet for " + strings.Join(missing, ", ")
 	}
+	if d.feed != nil {
+		if why := d.feed.NotReady(); why != "" {
+			return "revocations: " + why
+		}
+	}
 	return ""
 }
 
@@ -151,6 +197,13 @@ func (d *daemon) Run(ctx context.Context) error {
 	keysCtx, stopKeys := context.WithCancel(context.Background())
 	defer stopKeys()
 	g.Go(func() error { return d.keys.Run(keysCtx) })
+	// The revocation feed stops last (NATS Drain), after the listeners.
+	feedCtx, stopFeed := context.WithCancel(context.Background())
+	defer stopFeed()
+	if d.feed != nil {
+		g.Go(func() error { return d.denylist.Run(feedCtx) })
+		g.Go(func() error { return d.feed.Run(feedCtx) })
+	}
 	g.Go(func() error {
 		// ErrServerStopped: ctx ended before Serve began, and shutdown
 		// stopped the server (and closed its listener) first. Not a failure.
@@ -164,13 +217,14 @@ func (d *daemon) Run(ctx context.Context) error {
 	g.Go(func() error { d.watchReadiness(gctx); return nil })
 	d.log.Info("sidegate started", "version", versionString(), "grpc", d.lns.grpc.Addr().String(),
 		"http", d.lns.http.Addr().String(), "admin", d.lns.admin.Addr().String(), "issuers", len(d.cfg.Issuers))
-	if d.cfg.Revocation.NATS.URL != "" {
-		d.log.Warn("revocation.nats is configured but revocation is not implemented in this version: tokens are NOT checked against a denylist")
+	if d.feed == nil {
+		d.log.Warn("revocation is off (no revocation.nats.url): tokens stay valid until they expire")
 	}
 	g.Go(func() error {
 		<-gctx.Done()
 		d.shutdown()
 		stopKeys()
+		stopFeed()
 		return nil
 	})
 	err := g.Wait()

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/lestrrat-go/jwx/v3/jwt"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // devIssuer is sidegate dev's in-process identity provider: a fresh ES256
@@ -139,6 +141,11 @@ func runDev(ctx context.Context, log *slog.Logger, out io.Writer) error {
 		return fmt.Errorf("dev issuer: %w", err)
 	}
 	defer is.srv.Close()
+	natsURL, stopNATS, err := startDevNATS()
+	if err != nil {
+		return fmt.Errorf("dev nats: %w", err)
+	}
+	defer stopNATS()
 	cfg := &Config{
 		Listen: ListenConfig{GRPC: freeOr(defaultGRPC), HTTP: freeOr(defaultHTTP), Admin: freeOr(defaultAdmin)},
 		Issuers: []IssuerConfig{{
@@ -147,8 +154,9 @@ func runDev(ctx context.Context, log *slog.Logger, out io.Writer) error {
 			Audiences:  []string{devAudience},
 			Algorithms: []string{"ES256"},
 		}},
-		Tokens:  TokensConfig{Cookies: []string{devCookie}},
-		Forward: ForwardConfig{Claims: map[string]string{"x-user-id": "sub", "x-user-email": "email"}},
+		Tokens:     TokensConfig{Cookies: []string{devCookie}},
+		Revocation: RevocationConfig{NATS: NATSConfig{URL: natsURL, CreateStream: true}},
+		Forward:    ForwardConfig{Claims: map[string]string{"x-user-id": "sub", "x-user-email": "email"}},
 	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -191,6 +199,7 @@ sidegate dev is running; Ctrl-C stops it.
   gRPC ext_authz  %[3]s
   HTTP check      http://%[4]s/
   admin           http://%[5]s/metrics  /healthz  /readyz
+  NATS JetStream  %[9]s  (embedded; revocation events on sidegate.revocations)
 
 A valid token for sub "dev-user", good for one hour:
 
@@ -205,9 +214,51 @@ curl -i --cookie "%[7]s=$TOKEN" http://%[4]s/
 # no token: 401
 curl -i http://%[4]s/
 
+# revoke it (every sidecar on this NATS stream denies it within milliseconds),
+# then the first curl answers 401 "revoked"
+%[8]s revoke --nats %[9]s --token "$TOKEN"
+
 # Envoy's view over gRPC (needs grpcurl)
 grpcurl -plaintext -d '{"attributes":{"request":{"http":{"headers":{"authorization":"Bearer '"$TOKEN"'"}}}}}' %[3]s envoy.service.auth.v3.Authorization/Check
 
-`, is.url, is.kid, grpcAddr, httpAddr, adminAddr, token, devCookie)
+`, is.url, is.kid, grpcAddr, httpAddr, adminAddr, token, devCookie, selfCommand(), natsURL)
 	return <-done
+}
+
+// startDevNATS runs an embedded NATS server with JetStream on a free
+// loopback port, its store in a temporary directory.
+func startDevNATS() (url string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "sidegate-dev-nats-")
+	if err != nil {
+		return "", nil, err
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT,
+		JetStream: true, StoreDir: dir,
+		NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		os.RemoveAll(dir)
+		return "", nil, errors.New("embedded NATS did not start")
+	}
+	return ns.ClientURL(), func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// selfCommand is how the user can run this binary again: "go run
+// ./cmd/sidegate" under go run, else the path it was started as.
+func selfCommand() string {
+	if strings.Contains(os.Args[0], "go-build") {
+		return "go run ./cmd/sidegate"
+	}
+	return os.Args[0]
 }

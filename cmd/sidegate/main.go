@@ -26,6 +26,9 @@ const usage = `sidegate verifies the JWT on every request for Envoy ext_authz an
 Usage:
   sidegate serve --config FILE     run the server (or SIDEGATE_CONFIG=FILE)
   sidegate dev                     zero-setup demo: in-process issuer, verifier, example curls
+  sidegate revoke --nats URL (--jti ID [--exp T] | --sub SUB [--before T] | --kid KID) --iss ISS
+  sidegate revoke --nats URL --token JWT
+                                   publish a revocation event
   sidegate check-config --config FILE
                                    validate a configuration; exit 1 on any problem
   sidegate version                 print the version
@@ -46,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDev(args, stdout, stderr)
 	case "check-config":
 		return cmdCheckConfig(args, stdout, stderr)
+	case "revoke":
+		return cmdRevoke(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "sidegate", versionString())
 		return 0

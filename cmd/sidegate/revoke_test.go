@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sidegate/sidegate/revocation"
+)
+
+func TestRevokeFlagsEvent(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	payload := base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"https://i/","jti":"j-1","exp":1800003600,"sub":"alice"}`))
+	tok := "eyJhbGciOiJFUzI1NiJ9." + payload + ".c2ln"
+	noJTI := "eyJhbGciOiJFUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"https://i/","sub":"a"}`)) + ".c2ln"
+	for _, tc := range []struct {
+		name    string
+		f       revokeFlags
+		want    revocation.Event
+		wantErr string
+	}{
+		{"jti", revokeFlags{jti: "j", iss: "https://i/"}, revocation.Event{Kind: revocation.KindJTI, Iss: "https://i/", Value: "j"}, ""},
+		{"jti with exp", revokeFlags{jti: "j", iss: "i", exp: "1800003600"}, revocation.Event{Kind: revocation.KindJTI, Iss: "i", Value: "j", Exp: 1800003600}, ""},
+		{"jti with RFC 3339 exp", revokeFlags{jti: "j", iss: "i", exp: "2027-01-15T08:00:00Z"}, revocation.Event{Kind: revocation.KindJTI, Iss: "i", Value: "j", Exp: 1800000000}, ""},
+		{"sub defaults to now", revokeFlags{sub: "alice", iss: "i"}, revocation.Event{Kind: revocation.KindSub, Iss: "i", Value: "alice", IssuedBefore: now.Unix() + 1}, ""},
+		{"sub before", revokeFlags{sub: "alice", iss: "i", before: "1799990000"}, revocation.Event{Kind: revocation.KindSub, Iss: "i", Value: "alice", IssuedBefore: 1799990000}, ""},
+		{"kid", revokeFlags{kid: "k", iss: "i"}, revocation.Event{Kind: revocation.KindKid, Iss: "i", Value: "k"}, ""},
+		{"token", revokeFlags{token: tok}, revocation.Event{Kind: revocation.KindJTI, Iss: "https://i/", Value: "j-1", Exp: 1800003601}, ""},
+		{"token with Bearer prefix", revokeFlags{token: "Bearer " + tok}, revocation.Event{Kind: revocation.KindJTI, Iss: "https://i/", Value: "j-1", Exp: 1800003601}, ""},
+		{"none", revokeFlags{iss: "i"}, revocation.Event{}, "exactly one"},
+		{"two", revokeFlags{jti: "j", kid: "k", iss: "i"}, revocation.Event{}, "exactly one"},
+		{"no iss", revokeFlags{jti: "j"}, revocation.Event{}, "--iss is required"},
+		{"token iss differs", revokeFlags{token: tok, iss: "https://other/"}, revocation.Event{}, "differs"},
+		{"token without jti", revokeFlags{token: noJTI}, revocation.Event{}, "no jti"},
+		{"not a token", revokeFlags{token: "abc"}, revocation.Event{}, "not a compact JWT"},
+		{"bad exp", revokeFlags{jti: "j", iss: "i", exp: "tomorrow"}, revocation.Event{}, "--exp"},
+		{"exp with sub", revokeFlags{sub: "s", iss: "i", exp: "5"}, revocation.Event{}, "--exp goes with"},
+		{"before with kid", revokeFlags{kid: "k", iss: "i", before: "5"}, revocation.Event{}, "--before with --sub"},
+		{"negative before", revokeFlags{sub: "s", iss: "i", before: "-5"}, revocation.Event{}, "positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.f.event(now)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("event() = %+v, %v; want an error containing %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("event() = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRevokeUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"revoke", "--iss", "i", "--jti", "j"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--nats URL") {
+		t.Errorf("revoke without --nats: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"revoke", "--nats", "nats://127.0.0.1:1"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "exactly one") {
+		t.Errorf("revoke without a target: exit %d, stderr %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"revoke", "--nats", "nats://127.0.0.1:1", "--iss", "i", "--jti", "j", "--timeout", "300ms"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "NATS at nats://127.0.0.1:1") {
+		t.Errorf("revoke with NATS down: exit %d, stderr %q", code, errb.String())
+	}
+}
