@@ -48,7 +48,8 @@ revocation:
 		t.Errorf("on_disconnect: serve gave %+v", got.Revocation.OnDisconnect)
 	}
 
-	p := configProblems(t, `
+	broken := func(onDisconnect string) string {
+		return `
 issuers:
   - issuer: https://login.example.com/
     jwks_uri: http://login.example.com/jwks
@@ -62,31 +63,7 @@ jwks:
 revocation:
   capacity: -1
   false_positive_rate: 0.7
-  on_disconnect: sometimes
-  nats:
-    url: http://nats:4222
-    subject: "a.*"
-    stream: "bad.name"
-    create_stream: true
-    max_age: 1h
-    token: t
-    token_file: /x
-`)
-	assertProblems(t, p, []string{"line 15: on_disconnect is \"serve\" or {deny_after: DURATION}"})
-	p = configProblems(t, `
-issuers:
-  - issuer: https://login.example.com/
-    jwks_uri: http://login.example.com/jwks
-    audiences: [a]
-jwks:
-  refresh_interval: 1m
-  min_refresh_interval: 2m
-  max_stale: 30s
-  snapshot_dir: /nonexistent/sidegate
-  max_keys: 20000
-revocation:
-  capacity: -1
-  false_positive_rate: 0.7
+` + onDisconnect + `
   nats:
     url: http://nats:4222
     subject: "a.*"
@@ -95,7 +72,13 @@ revocation:
     max_age: 1h
     token: t
     token_file: /nonexistent/token
-`)
+`
+	}
+	// A value of the wrong shape is reported alone (the rest is not
+	// validated half-decoded); the other problems all together.
+	p := configProblems(t, broken("  on_disconnect: sometimes"))
+	assertProblems(t, p, []string{"line 15: on_disconnect is \"serve\" or {deny_after: DURATION}"})
+	p = configProblems(t, broken(""))
 	assertProblems(t, p, []string{
 		"issuers[0].jwks_uri: \"http://login.example.com/jwks\": https is required",
 		"jwks.min_refresh_interval:",
