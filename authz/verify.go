@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jws"
 
@@ -29,6 +30,9 @@ type Claims struct {
 	Expiry, NotBefore, IssuedAt float64
 	KeyID                       string
 	Algorithm                   string
+	// CheckedAt is the engine's clock reading the claims were judged at,
+	// for later checks (revocation expiry) to use the same time.
+	CheckedAt time.Time
 	// Raw holds every claim, numbers as json.Number.
 	Raw map[string]any
 	// payload is the base64url payload segment of the token: the exact
@@ -291,6 +295,7 @@ func (e *Engine) checkClaims(c *Claims, pol Issuer) error {
 		return err
 	}
 	now := e.now()
+	c.CheckedAt = now
 	nowSec := float64(now.UnixNano()) / 1e9
 	leeway := e.cfg.Leeway.Seconds()
 	if nowSec >= c.Expiry+leeway {

@@ -41,7 +41,8 @@ func denyBenchList(b *testing.B, n int) *Denylist {
 func denyBenchTokens(n int, id func(i int) string) []Token {
 	toks := make([]Token, n)
 	for i := range toks {
-		toks[i] = Token{Issuer: denyIss, Subject: fmt.Sprintf("usr_%d", i), ID: id(i), KeyID: "2024-rot-1", IssuedAt: float64(denyTestNow.Unix() - 60)}
+		// Now as sidegate passes it: the decision's own clock reading.
+		toks[i] = Token{Issuer: denyIss, Subject: fmt.Sprintf("usr_%d", i), ID: id(i), KeyID: "2024-rot-1", IssuedAt: float64(denyTestNow.Unix() - 60), Now: time.Now().Unix()}
 	}
 	return toks
 }

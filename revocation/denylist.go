@@ -287,13 +287,19 @@ func (d *Denylist) Revoked(t Token) bool {
 	if !ok {
 		return false // no entry names this issuer
 	}
+	now := func() int64 {
+		if t.Now != 0 {
+			return t.Now
+		}
+		return d.now().Unix()
+	}
 	if jti {
-		if exp, ok := d.find(s, denyJTI, iss0, iss1, t.ID); ok && d.now().Unix() < int64(exp) {
+		if exp, ok := d.find(s, denyJTI, iss0, iss1, t.ID); ok && now() < int64(exp) {
 			return true
 		}
 	}
 	if sub {
-		if cutoff, ok := d.find(s, denySub, iss0, iss1, t.Subject); ok && d.now().Unix() < d.subExpiry(int64(cutoff)) {
+		if cutoff, ok := d.find(s, denySub, iss0, iss1, t.Subject); ok && now() < d.subExpiry(int64(cutoff)) {
 			// Written so that a missing iat (0) and a NaN are revoked.
 			if !(t.IssuedAt >= float64(cutoff)) {
 				return true

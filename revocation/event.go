@@ -157,4 +157,7 @@ type Token struct {
 	Issuer, Subject, ID, KeyID string
 	// IssuedAt is the iat in seconds, 0 when the token has none.
 	IssuedAt float64
+	// Now is the decision's time in unix seconds, so that expiry is judged
+	// by the same clock as the token; 0 means the denylist's own clock.
+	Now int64
 }

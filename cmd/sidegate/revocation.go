@@ -56,7 +56,7 @@ type denylist struct {
 }
 
 func (d denylist) Check(c *authz.Claims) error {
-	if d.list.Revoked(revocation.Token{Issuer: c.Issuer, Subject: c.Subject, ID: c.ID, KeyID: c.KeyID, IssuedAt: c.IssuedAt}) {
+	if d.list.Revoked(revocation.Token{Issuer: c.Issuer, Subject: c.Subject, ID: c.ID, KeyID: c.KeyID, IssuedAt: c.IssuedAt, Now: c.CheckedAt.Unix()}) {
 		return authz.ErrRevoked
 	}
 	// Until the first replay is complete nothing says what is revoked: fail
