@@ -47,14 +47,17 @@ type ForwardClaim struct {
 
 // Config is everything the engine decides with.
 type Config struct {
-	Issuers       []Issuer
-	Bearer        bool
-	Cookies       []string
-	Leeway        time.Duration
-	MaxSize       int
-	MaxLifetime   time.Duration
-	ForwardClaims []ForwardClaim
-	PayloadHeader string // lower-case; "" for none
+	Issuers     []Issuer
+	Bearer      bool
+	Cookies     []string
+	Leeway      time.Duration
+	MaxSize     int
+	MaxLifetime time.Duration
+	// RequireIssuedAt refuses tokens without iat: without it neither the
+	// lifetime limit nor a subject revocation can be held to account.
+	RequireIssuedAt bool
+	ForwardClaims   []ForwardClaim
+	PayloadHeader   string // lower-case; "" for none
 }
 
 // Engine makes decisions. It is safe for concurrent use.

@@ -58,3 +58,24 @@ func TestDuplicateClaimsRefused(t *testing.T) {
 		t.Fatalf("allowed=%v reason=%s, want malformed_token", d.Allowed, d.Reason.Code)
 	}
 }
+
+// TestRequireIssuedAt: with RequireIssuedAt a token without iat is
+// invalid_claims; without it, it passes (the default).
+func TestRequireIssuedAt(t *testing.T) {
+	for _, require := range []bool{false, true} {
+		f := newFixture(t, func(c *Config) { c.RequireIssuedAt = require })
+		c := f.claims()
+		delete(c, "iat")
+		d := f.decide(bearer(f.token(t, "ES256", c, nil)))
+		want := "ok"
+		if require {
+			want = "invalid_claims"
+		}
+		if d.Reason.Code != want {
+			t.Errorf("RequireIssuedAt=%v, no iat: reason %s (%v), want %s", require, d.Reason.Code, d.Err, want)
+		}
+		if d := f.decide(bearer(f.token(t, "ES256", f.claims(), nil))); !d.Allowed {
+			t.Errorf("RequireIssuedAt=%v, with iat: denied %v", require, d.Err)
+		}
+	}
+}

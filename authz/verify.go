@@ -282,7 +282,7 @@ func (e *Engine) checkClaims(c *Claims, pol Issuer) error {
 	if c.NotBefore, err = numericDate(c.Raw, "nbf", false); err != nil {
 		return err
 	}
-	if c.IssuedAt, err = numericDate(c.Raw, "iat", false); err != nil {
+	if c.IssuedAt, err = numericDate(c.Raw, "iat", e.cfg.RequireIssuedAt); err != nil {
 		return err
 	}
 	if c.Subject, err = optionalString(c.Raw, "sub"); err != nil {

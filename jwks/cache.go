@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"math"
@@ -105,7 +106,9 @@ type issuer struct {
 	fetching     bool
 	discoveredAt time.Time
 	lastKidFetch time.Time
-	notFound     map[string]time.Time // unknown kids, remembered until
+	// notFound remembers unknown kids until a time, keyed by a hash: a kid
+	// comes from a token before its signature is checked and may be kilobytes.
+	notFound map[uint64]time.Time
 }
 
 // New builds a cache for the issuers and loads their snapshots when
@@ -291,7 +294,7 @@ func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time
 		is.mu.Unlock()
 		return k, nil
 	}
-	if until, ok := is.notFound[kid]; ok && now.Before(until) {
+	if until, ok := is.notFound[kidHash(kid)]; ok && now.Before(until) {
 		is.mu.Unlock()
 		count("remembered")
 		return nil, ErrUnknownKey
@@ -341,7 +344,7 @@ func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time
 // map is bounded: when full, expired entries go, and if none have, all do.
 func (is *issuer) remember(kid string, now, until time.Time) {
 	if is.notFound == nil {
-		is.notFound = map[string]time.Time{}
+		is.notFound = map[uint64]time.Time{}
 	}
 	if len(is.notFound) >= maxRememberedKids {
 		for k, u := range is.notFound {
@@ -353,8 +356,14 @@ func (is *issuer) remember(kid string, now, until time.Time) {
 			clear(is.notFound)
 		}
 	}
-	is.notFound[kid] = until
+	is.notFound[kidHash(kid)] = until
 }
+
+// kidSeed keys kidHash; it is random per process, so no one can aim for a
+// collision (which would only delay one kid's lookup by an interval).
+var kidSeed = maphash.MakeSeed()
+
+func kidHash(kid string) uint64 { return maphash.String(kidSeed, kid) }
 
 // Unready lists the issuers that hold back readiness, in configuration
 // order: those without a usable key set (none yet, or older than

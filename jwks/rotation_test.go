@@ -448,7 +448,7 @@ func TestRememberedKidsBounded(t *testing.T) {
 			t.Fatalf("after %d kids, %d remembered: over the bound", i+1, len(is.notFound))
 		}
 	}
-	if _, ok := is.notFound["kid-19999"]; !ok {
+	if _, ok := is.notFound[kidHash("kid-19999")]; !ok {
 		t.Error("the latest kid is not remembered")
 	}
 
@@ -465,10 +465,10 @@ func TestRememberedKidsBounded(t *testing.T) {
 	if want := maxRememberedKids - maxRememberedKids/2 + 1; len(is.notFound) != want {
 		t.Errorf("after evicting expired kids: %d remembered, want %d", len(is.notFound), want)
 	}
-	if _, ok := is.notFound["live-0"]; !ok {
+	if _, ok := is.notFound[kidHash("live-0")]; !ok {
 		t.Error("an unexpired kid was evicted while expired ones were there to go")
 	}
-	if _, ok := is.notFound["old-0"]; ok {
+	if _, ok := is.notFound[kidHash("old-0")]; ok {
 		t.Error("an expired kid survived the eviction")
 	}
 }

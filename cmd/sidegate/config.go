@@ -65,6 +65,7 @@ type TokensConfig struct {
 	Leeway      *Duration `yaml:"leeway"` // nil is the default; 0s (no skew) is a setting
 	MaxSize     int       `yaml:"max_size"`
 	MaxLifetime Duration  `yaml:"max_lifetime"`
+	RequireIAT  bool      `yaml:"require_iat"` // refuse tokens without iat
 }
 
 // ForwardConfig says which identity headers the upstream receives.
@@ -602,12 +603,13 @@ func sortedKeys(m map[string]string) []string {
 // engineConfig is the authz view of the configuration.
 func (c *Config) engineConfig() authz.Config {
 	ec := authz.Config{
-		Bearer:        *c.Tokens.Bearer,
-		Cookies:       c.Tokens.Cookies,
-		Leeway:        c.Tokens.Leeway.D(),
-		MaxSize:       c.Tokens.MaxSize,
-		MaxLifetime:   c.Tokens.MaxLifetime.D(),
-		PayloadHeader: strings.ToLower(*c.Forward.PayloadHeader),
+		Bearer:          *c.Tokens.Bearer,
+		Cookies:         c.Tokens.Cookies,
+		Leeway:          c.Tokens.Leeway.D(),
+		MaxSize:         c.Tokens.MaxSize,
+		MaxLifetime:     c.Tokens.MaxLifetime.D(),
+		RequireIssuedAt: c.Tokens.RequireIAT,
+		PayloadHeader:   strings.ToLower(*c.Forward.PayloadHeader),
 	}
 	for _, is := range c.Issuers {
 		ec.Issuers = append(ec.Issuers, authz.Issuer{Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms, TokenTypes: is.TokenTypes})

@@ -123,12 +123,20 @@ func (d *daemon) buildRevocation(reg prometheus.Registerer) error {
 		DenyAfter:  r.OnDisconnect.DenyAfter.D(),
 		Logger:     d.log.With("component", "revocation"),
 		Registerer: reg,
-	}, list)
+	}, d.checkedSink(list))
 	if err != nil {
 		return err
 	}
 	d.denylist, d.feed = list, feed
 	return nil
+}
+
+func (d *daemon) checkedSink(list *revocation.Denylist) *issuerCheckedSink {
+	known := map[string]bool{}
+	for _, is := range d.cfg.Issuers {
+		known[is.Issuer] = true
+	}
+	return &issuerCheckedSink{list: list, known: known, log: d.log.With("component", "revocation"), warned: map[string]bool{}}
 }
 
 func (d *daemon) closeListeners() {

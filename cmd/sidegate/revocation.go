@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/sidegate/sidegate/authz"
 	"github.com/sidegate/sidegate/revocation"
@@ -66,4 +68,31 @@ func (d denylist) Check(c *authz.Claims) error {
 		return authz.ErrRevocationUnavailable
 	}
 	return nil
+}
+
+// issuerCheckedSink applies events to the denylist and warns, once per
+// issuer (up to 100), about events for an issuer this sidegate does not
+// trust: iss is compared exactly, so such an event can match no token here
+// (often a missing or extra trailing slash in the publisher's iss).
+type issuerCheckedSink struct {
+	list   *revocation.Denylist
+	known  map[string]bool
+	log    *slog.Logger
+	mu     sync.Mutex
+	warned map[string]bool
+}
+
+func (s *issuerCheckedSink) Apply(ev revocation.Event) bool {
+	if !s.known[ev.Iss] {
+		s.mu.Lock()
+		first := !s.warned[ev.Iss] && len(s.warned) < 100
+		if first {
+			s.warned[ev.Iss] = true
+		}
+		s.mu.Unlock()
+		if first {
+			s.log.Warn("revocation event for an issuer not configured here: it matches no token (iss is compared exactly)", "iss", ev.Iss, "kind", ev.Kind)
+		}
+	}
+	return s.list.Apply(ev)
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,7 +23,7 @@ import (
 
 // revokeFlags are sidegate revoke's flags.
 type revokeFlags struct {
-	config, url, subject, stream           string
+	configPath, url, subject, stream       string
 	jti, exp, sub, before, kid, iss, token string
 	creds, nkey, natsToken, user, password string
 	caFile, certFile, keyFile              string
@@ -32,7 +34,7 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("revoke", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f revokeFlags
-	fs.StringVar(&f.config, "config", "", "take the NATS settings from this sidegate configuration (flags override)")
+	fs.StringVar(&f.configPath, "config", "", "take the NATS settings from this sidegate configuration (flags override)")
 	fs.StringVar(&f.url, "nats", "", "NATS URL, e.g. nats://127.0.0.1:4222")
 	fs.StringVar(&f.subject, "subject", "", "NATS subject (default sidegate.revocations)")
 	fs.StringVar(&f.stream, "stream", "", "JetStream stream (default SIDEGATE_REVOCATIONS)")
@@ -60,7 +62,16 @@ func cmdRevoke(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sidegate revoke:", err)
 		return 2
 	}
-	opts, err := f.natsOptions()
+	cfg, err := f.config()
+	if err != nil {
+		fmt.Fprintln(stderr, "sidegate revoke:", err)
+		return 2
+	}
+	if f.configPath != "" && !slices.ContainsFunc(cfg.Issuers, func(is IssuerConfig) bool { return is.Issuer == ev.Iss }) {
+		fmt.Fprintf(stderr, "sidegate revoke: %q is not an issuer of %s: the revocation would match no token (iss is compared exactly)\n", ev.Iss, f.configPath)
+		return 2
+	}
+	opts, err := cfg.natsOptions("sidegate revoke")
 	if err != nil {
 		fmt.Fprintln(stderr, "sidegate revoke:", err)
 		return 2
@@ -143,20 +154,20 @@ func eventFromToken(tok string) (revocation.Event, error) {
 	if err != nil {
 		return revocation.Event{}, fmt.Errorf("--token: payload: %w", err)
 	}
-	var c struct {
-		Iss string  `json:"iss"`
-		JTI string  `json:"jti"`
-		Exp float64 `json:"exp"`
-	}
+	// A map, not a struct: member names are matched exactly, as the
+	// verifier matches them (encoding/json folds case for struct fields).
+	var c map[string]any
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return revocation.Event{}, fmt.Errorf("--token: payload: %w", err)
 	}
-	if c.JTI == "" || c.Iss == "" {
+	iss, _ := c["iss"].(string)
+	jti, _ := c["jti"].(string)
+	if jti == "" || iss == "" {
 		return revocation.Event{}, errors.New("--token: the token has no jti or no iss; revoke its subject with --sub instead")
 	}
-	ev := revocation.Event{Kind: revocation.KindJTI, Iss: c.Iss, Value: c.JTI}
-	if c.Exp > 0 {
-		ev.Exp = int64(c.Exp) + 1
+	ev := revocation.Event{Kind: revocation.KindJTI, Iss: iss, Value: jti}
+	if exp, ok := c["exp"].(float64); ok && exp > 0 {
+		ev.Exp = int64(exp) + 1
 	}
 	return ev, nil
 }
@@ -173,13 +184,13 @@ func parseWhen(s string) (int64, error) {
 	return t.Unix(), nil
 }
 
-// natsOptions merges --config (if any) with the flags.
-func (f *revokeFlags) natsOptions() (revocation.NATSOptions, error) {
+// config is --config (if any) with the NATS flags applied over it.
+func (f *revokeFlags) config() (*Config, error) {
 	cfg := &Config{}
-	if f.config != "" {
-		loaded, err := LoadConfig(f.config)
+	if f.configPath != "" {
+		loaded, err := LoadConfig(f.configPath)
 		if err != nil {
-			return revocation.NATSOptions{}, err
+			return nil, err
 		}
 		cfg = loaded
 	} else {
@@ -200,9 +211,9 @@ func (f *revokeFlags) natsOptions() (revocation.NATSOptions, error) {
 		}
 	}
 	if n.URL == "" {
-		return revocation.NATSOptions{}, errors.New("--nats URL (or --config with revocation.nats.url) is required")
+		return nil, errors.New("--nats URL (or --config with revocation.nats.url) is required")
 	}
-	return cfg.natsOptions("sidegate revoke")
+	return cfg, nil
 }
 
 func publishRevocation(ctx context.Context, opts revocation.NATSOptions, ev revocation.Event) (uint64, error) {
@@ -210,7 +221,7 @@ func publishRevocation(ctx context.Context, opts revocation.NATSOptions, ev revo
 	// not a reason to retry in the background.
 	nc, err := revocation.Connect(opts, slog.New(slog.DiscardHandler), nats.RetryOnFailedConnect(false))
 	if err != nil {
-		return 0, fmt.Errorf("NATS at %s: %w", opts.URL, err)
+		return 0, fmt.Errorf("NATS at %s: %w", redactURL(opts.URL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -219,7 +230,19 @@ func publishRevocation(ctx context.Context, opts revocation.NATSOptions, ev revo
 	}
 	seq, err := revocation.Publish(ctx, js, opts.Subject, ev)
 	if err != nil && !nc.IsConnected() {
-		return 0, fmt.Errorf("NATS at %s is not reachable (%w)", opts.URL, err)
+		return 0, fmt.Errorf("NATS at %s is not reachable (%w)", redactURL(opts.URL), err)
 	}
 	return seq, err
+}
+
+// redactURL hides passwords and tokens in NATS URLs for messages.
+func redactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("REDACTED")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +69,48 @@ func TestRevokeUsage(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"revoke", "--nats", "nats://127.0.0.1:1", "--iss", "i", "--jti", "j", "--timeout", "300ms"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "NATS at nats://127.0.0.1:1") {
 		t.Errorf("revoke with NATS down: exit %d, stderr %q", code, errb.String())
+	}
+}
+
+// TestRevokeRefusesUnknownIssuerWithConfig: with --config, an --iss that is
+// not a configured issuer (a missing trailing slash, say) is refused before
+// anything is published, since it could match no token.
+func TestRevokeRefusesUnknownIssuerWithConfig(t *testing.T) {
+	path := t.TempDir() + "/sidegate.yaml"
+	if err := os.WriteFile(path, []byte(minimalConfig+"revocation: {nats: {url: \"nats://127.0.0.1:1\"}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"revoke", "--config", path, "--iss", "https://login.example.com", "--jti", "j"}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "is not an issuer of") {
+		t.Fatalf("exit %d, stderr %q; want 2 naming the unknown issuer", code, errb.String())
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	got := redactURL("nats://alice:s3cret@n1:4222,nats://n2:4222,tls://tok@n3:4222")
+	if strings.Contains(got, "s3cret") || strings.Contains(got, "tok@") || !strings.Contains(got, "n2:4222") {
+		t.Fatalf("redactURL = %q", got)
+	}
+}
+
+// TestIssuerCheckedSinkWarnsOnce: an event for an unconfigured issuer is
+// still applied (harmless) and logged once, not once per event.
+func TestIssuerCheckedSinkWarnsOnce(t *testing.T) {
+	list, err := revocation.NewDenylist(revocation.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s := &issuerCheckedSink{list: list, known: map[string]bool{"https://i/": true}, log: slog.New(slog.NewTextHandler(&logs, nil)), warned: map[string]bool{}}
+	for range 3 {
+		s.Apply(revocation.Event{Kind: revocation.KindKid, Iss: "https://i", Value: "k"})
+	}
+	s.Apply(revocation.Event{Kind: revocation.KindKid, Iss: "https://i/", Value: "k"})
+	if n := strings.Count(logs.String(), "not configured here"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+	if !list.Revoked(revocation.Token{Issuer: "https://i/", KeyID: "k"}) {
+		t.Fatal("the configured issuer's kid is not revoked")
 	}
 }
