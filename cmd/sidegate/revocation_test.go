@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,21 @@ func TestDaemonRevocation(t *testing.T) {
 	}
 	if v := metricValue(t, m, `sidegate_revocation_connected`); v != 1 {
 		t.Errorf("connected = %v, want 1", v)
+	}
+
+	// Every metric sidegate exports is in the README's metrics table.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`(?m)^# TYPE (sidegate_\w+) `).FindAllStringSubmatch(m, -1)
+	if len(names) < 12 {
+		t.Fatalf("only %d sidegate metrics exported", len(names))
+	}
+	for _, name := range names {
+		if !strings.Contains(string(readme), "| `"+name[1]+"` |") {
+			t.Errorf("metric %s is not in README.md's metrics table", name[1])
+		}
 	}
 
 	// A second daemon replays the stream before it says ready.
