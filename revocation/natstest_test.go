@@ -102,9 +102,9 @@ func natsOpts(url string) NATSOptions {
 	}
 }
 
-// natsJS connects a second client (the publisher) and makes sure of the
-// stream.
-func natsJS(t testing.TB, opts NATSOptions) jetstream.JetStream {
+// natsConnectJS connects a client that fails at once when NATS is not
+// there, closed at the end of the test.
+func natsConnectJS(t testing.TB, opts NATSOptions) jetstream.JetStream {
 	t.Helper()
 	nc, err := Connect(opts, natsTestLog(t), nats.RetryOnFailedConnect(false))
 	if err != nil {
@@ -115,6 +115,14 @@ func natsJS(t testing.TB, opts NATSOptions) jetstream.JetStream {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// natsJS connects a second client (the publisher) and makes sure of the
+// stream.
+func natsJS(t testing.TB, opts NATSOptions) jetstream.JetStream {
+	t.Helper()
+	js := natsConnectJS(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := EnsureStream(ctx, js, opts); err != nil {

@@ -79,18 +79,10 @@ func TestPublishRefusesInvalidEvent(t *testing.T) {
 func TestPublishWithoutStream(t *testing.T) {
 	srv := natsStart(t, nil)
 	opts := natsOpts(srv.url())
-	nc, err := Connect(opts, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsConnectJS(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = Publish(ctx, js, opts.Subject, subJTI(1))
+	_, err := Publish(ctx, js, opts.Subject, subJTI(1))
 	if err == nil || !strings.Contains(err.Error(), "no JetStream stream captures") {
 		t.Errorf("err = %v, want one saying no stream captures the subject", err)
 	}
@@ -180,18 +172,10 @@ func TestEnsureStream(t *testing.T) {
 func TestEnsureStreamWithoutJetStream(t *testing.T) {
 	srv := natsStart(t, func(o *server.Options) { o.JetStream = false })
 	opts := natsOpts(srv.url())
-	nc, err := Connect(opts, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsConnectJS(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = EnsureStream(ctx, js, opts)
+	_, err := EnsureStream(ctx, js, opts)
 	if err == nil || !strings.Contains(err.Error(), "JetStream") {
 		t.Errorf("err = %v, want one about JetStream", err)
 	}
