@@ -164,6 +164,7 @@ type serveConfig struct {
 	RefreshInterval string // jwks.refresh_interval; default 2s
 	ShutdownTimeout string // listen.shutdown_timeout; default 10s
 	ViaEnv          bool   // pass the file as SIDEGATE_CONFIG, not --config
+	NATSURL         string // revocation.nats.url (stream created); "" for no revocation
 }
 
 var configTemplate = template.Must(template.New("config").Parse(`# written by the sidegate e2e suite
@@ -187,6 +188,10 @@ forward:
 jwks:
   refresh_interval: {{.RefreshInterval}}
   timeout: 5s
+{{- if .NATSURL}}
+revocation:
+  nats: {url: "{{.NATSURL}}", create_stream: true}
+{{- end}}
 `))
 
 // writeConfig renders the configuration for the given listener addresses.
