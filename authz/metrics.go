@@ -52,6 +52,34 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// StageMetrics is the opt-in per-stage histogram
+// sidegate_check_stage_duration_seconds{stage="extract"|"verify"|"denylist"}.
+type StageMetrics struct{ h *prometheus.HistogramVec }
+
+// NewStageMetrics registers the stage histogram on reg.
+func NewStageMetrics(reg prometheus.Registerer) (*StageMetrics, error) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:                            "sidegate_check_stage_duration_seconds",
+		Help:                            "Time spent in each stage of a check (opt-in: metrics.stages).",
+		Buckets:                         []float64{.000001, .000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .005, .01},
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
+	}, []string{"stage"})
+	if err := reg.Register(h); err != nil {
+		return nil, err
+	}
+	for _, st := range []string{"extract", "verify", "denylist"} {
+		h.WithLabelValues(st)
+	}
+	return &StageMetrics{h: h}, nil
+}
+
+// Observe is the engine's stage observer (Engine.SetStageObserver).
+func (m *StageMetrics) Observe(stage string, d time.Duration) {
+	m.h.WithLabelValues(stage).Observe(d.Seconds())
+}
+
 func decisionLabel(allowed bool) string {
 	if allowed {
 		return "allow"

@@ -67,6 +67,13 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Metrics.Stages {
+		sm, err := authz.NewStageMetrics(reg)
+		if err != nil {
+			return nil, err
+		}
+		engine.SetStageObserver(sm.Observe)
+	}
 	srv := authz.NewServer(engine, m, log.With("component", "authz"))
 	d.grpc, d.health = authz.NewGRPCServer(srv)
 	d.http = &http.Server{

@@ -145,3 +145,25 @@ func TestDaemonRevocationNotReadyWithoutNATS(t *testing.T) {
 	resp := grpcCheck(t, authv3.NewAuthorizationClient(dialGRPC(t, rd.grpcAddr())), map[string]string{"authorization": "Bearer " + idp.mint(t, "ES256", "a", nil)})
 	checkDenial(t, grpcDenial(t, resp), 503, "revocation_unavailable")
 }
+
+// TestDaemonStageMetrics: with metrics.stages every stage of a check is
+// timed, the denylist stage included when revocation is on.
+func TestDaemonStageMetrics(t *testing.T) {
+	idp := newTestIdP(t)
+	cfg := revConfig(t, idp, revStartNATS(t))
+	cfg.Metrics.Stages = true
+	rd := startDaemon(t, cfg)
+	rd.waitReady(t)
+	client := authv3.NewAuthorizationClient(dialGRPC(t, rd.grpcAddr()))
+	for range 3 {
+		if resp := grpcCheck(t, client, map[string]string{"authorization": "Bearer " + idp.mint(t, "ES256", "a", nil)}); resp.GetOkResponse() == nil {
+			t.Fatalf("denied: %v", resp)
+		}
+	}
+	m := scrape(t, rd.adminURL())
+	for _, stage := range []string{"extract", "verify", "denylist"} {
+		if v := metricValue(t, m, `sidegate_check_stage_duration_seconds_count{stage="`+stage+`"}`); v != 3 {
+			t.Errorf("stage %s count = %v, want 3", stage, v)
+		}
+	}
+}
