@@ -1,15 +1,18 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/nats-io/nats-server/v2/server"
 	"google.golang.org/protobuf/encoding/protojson"
 	"gopkg.in/yaml.v3"
 )
@@ -64,5 +67,27 @@ func TestEnvoyBootstrap(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no ext_authz filter in the bootstrap")
+	}
+}
+
+// TestNATSStreamDefinition: manifests/nats/stream.json decodes into
+// nats-server's own StreamConfig with no unknown field, captures sidegate's
+// subject and keeps events at least the default token lifetime.
+func TestNATSStreamDefinition(t *testing.T) {
+	raw, err := os.ReadFile("../manifests/nats/stream.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var sc server.StreamConfig
+	if err := dec.Decode(&sc); err != nil {
+		t.Fatalf("not a nats-server StreamConfig: %v", err)
+	}
+	if sc.Name != "SIDEGATE_REVOCATIONS" || len(sc.Subjects) != 1 || sc.Subjects[0] != "sidegate.revocations" {
+		t.Errorf("stream %q captures %v", sc.Name, sc.Subjects)
+	}
+	if sc.MaxAge < 24*time.Hour {
+		t.Errorf("max_age %s is shorter than the default tokens.max_lifetime (24h)", sc.MaxAge)
 	}
 }
