@@ -23,7 +23,8 @@ const (
 	obsAlerts            = "../../charts/sidegate/files/alerts.yaml"
 	obsDashboardManifest = "../../manifests/grafana/sidegate-dashboard.json"
 	obsAlertsManifest    = "../../manifests/prometheus/sidegate-rules.yaml"
-	obsRunbook           = "https://github.com/sidegate/sidegate#operations"
+	obsRunbookFile       = "../../docs/runbook.md"
+	obsRunbookURL        = "https://github.com/sidegate/sidegate/blob/main/docs/runbook.md"
 )
 
 // obsNotOnDashboard are sidegate metric families the dashboard may leave
@@ -33,7 +34,9 @@ var obsNotOnDashboard = []string{"sidegate_check_stage_duration_seconds"}
 // TestObservabilityAssets: every PromQL expression in the dashboard and the
 // alerts names only metrics a running sidegate exports on /metrics (or
 // Prometheus's own `up`), every sidegate metric family is on the dashboard,
-// every alert is documented, and the manifests/ copies equal the chart's.
+// every alert is documented (its runbook_url is its section of
+// docs/runbook.md, which has a "## <AlertName>" heading for it), and the
+// manifests/ copies equal the chart's.
 func TestObservabilityAssets(t *testing.T) {
 	exported := obsExportedMetrics(t)
 
@@ -101,6 +104,12 @@ func TestObservabilityAssets(t *testing.T) {
 	if len(rules) < 10 {
 		t.Errorf("alerts: only %d rules", len(rules))
 	}
+	runbookHeadings := map[string]bool{}
+	for _, line := range strings.Split(string(obsRead(t, obsRunbookFile)), "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimRight(line, " \t\r"), "## "); ok {
+			runbookHeadings[strings.TrimSpace(h)] = true
+		}
+	}
 	seen := map[string]bool{}
 	for _, r := range rules {
 		where := "alert " + r.Alert
@@ -126,8 +135,11 @@ func TestObservabilityAssets(t *testing.T) {
 				t.Errorf("%s: no %s annotation", where, a)
 			}
 		}
-		if u := r.Annotations["runbook_url"]; u != "" && !strings.HasPrefix(u, obsRunbook) {
-			t.Errorf("%s: runbook_url %q does not point at %s", where, u, obsRunbook)
+		if u, want := r.Annotations["runbook_url"], obsRunbookURL+"#"+strings.ToLower(r.Alert); u != "" && u != want {
+			t.Errorf("%s: runbook_url %q, want %s", where, u, want)
+		}
+		if !runbookHeadings[r.Alert] {
+			t.Errorf("%s: %s has no \"## %s\" heading", where, obsRunbookFile, r.Alert)
 		}
 		for k, v := range r.Annotations {
 			if _, err := template.New(k).Funcs(obsTemplateFuncs).Parse(obsTemplateDefs + v); err != nil {
