@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"unicode/utf8"
 )
 
 // MaxEventSize is the largest event accepted, in bytes.
@@ -61,6 +62,11 @@ func ParseEvent(data []byte) (Event, error) {
 	}
 	if len(data) > MaxEventSize {
 		return bad("%d bytes, over the %d-byte limit", len(data), MaxEventSize)
+	}
+	// JSON is UTF-8 (RFC 8259 §8.1); encoding/json would quietly turn
+	// invalid bytes into U+FFFD, so the event would name something else.
+	if !utf8.Valid(data) {
+		return bad("not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()

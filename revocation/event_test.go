@@ -45,6 +45,7 @@ func TestParseEvent(t *testing.T) {
 		{"sub cutoff a date", `{"sub":"s","iss":"i","issued_before":"2026-01-01T00:00:00Z"}`, Event{}},
 		{"sub cutoff bool", `{"sub":"s","iss":"i","issued_before":true}`, Event{}},
 		{"kid object", `{"kid":{"x":1},"iss":"i"}`, Event{}},
+		{"invalid UTF-8", "{\"kid\":\"k\",\"iss\":\"https://i\xff/\"}", Event{}},
 		{"oversized", `{"jti":"a","iss":"i","pad":"` + strings.Repeat("x", MaxEventSize) + `"}`, Event{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
