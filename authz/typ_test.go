@@ -79,3 +79,20 @@ func TestRequireIssuedAt(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidUTF8Refused: a header or payload that is not UTF-8 is
+// malformed_token, even when validly signed, so the claims sidegate reads are
+// always the bytes it verified.
+func TestInvalidUTF8Refused(t *testing.T) {
+	f := newFixture(t, nil)
+	payload := []byte(`{"iss":"` + testIss + `","aud":"` + testAud + `","sub":"al\xffice","exp":` +
+		strconv.FormatInt(testNow.Unix()+600, 10) + `}`)
+	tok := f.keys["ES256"].SignRaw(t, []byte(`{"alg":"ES256","kid":"kid-ES256"}`), payload)
+	if d := f.decide(bearer(tok)); d.Allowed || d.Reason.Code != "malformed_token" {
+		t.Fatalf("payload: allowed=%v reason=%s, want malformed_token", d.Allowed, d.Reason.Code)
+	}
+	tok = f.keys["ES256"].SignRaw(t, []byte("{\"alg\":\"ES256\",\"kid\":\"kid-ES256\",\"x\":\"\xfe\"}"), []byte(`{}`))
+	if d := f.decide(bearer(tok)); d.Allowed || d.Reason.Code != "malformed_token" {
+		t.Fatalf("header: allowed=%v reason=%s, want malformed_token", d.Allowed, d.Reason.Code)
+	}
+}

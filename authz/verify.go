@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lestrrat-go/jwx/v3/jws"
 
@@ -173,6 +174,12 @@ func parseHeader(seg string) (tokenHeader, error) {
 // an upstream parser that keeps the first of two "sub" members must not
 // read a different user than the one sidegate verified.
 func decodeObject(data []byte) (map[string]any, error) {
+	// JSON is UTF-8 (RFC 8259 §8.1); encoding/json would quietly turn
+	// invalid bytes into U+FFFD, and the claims would differ from the
+	// verified bytes that payload_header forwards.
+	if !utf8.Valid(data) {
+		return nil, errors.New("not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
