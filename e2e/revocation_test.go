@@ -7,27 +7,9 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/nats-io/nats-server/v2/server"
-)
 
-// startNATS runs a real nats-server with JetStream (embedded in the test
-// process; issue 7 moves this to Debian's nats-server binary).
-func startNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
-}
+	"github.com/sidegate/sidegate/revocation/natstest"
+)
 
 // TestRevoke is the token lifecycle against the built binaries: a token is
 // allowed; "sidegate revoke --token" publishes its revocation; the serving
@@ -36,7 +18,7 @@ func startNATS(t *testing.T) string {
 // denies it on its first answer after ready (the stream is replayed).
 func TestRevoke(t *testing.T) {
 	p := newIDP(t)
-	natsURL := startNATS(t)
+	natsURL := natstest.Start(t)
 	sc := p.config()
 	sc.NATSURL = natsURL
 	c := httpClient(t)

@@ -90,15 +90,7 @@ func TestPublishWithoutStream(t *testing.T) {
 
 func TestEnsureStream(t *testing.T) {
 	srv := natsStart(t, nil)
-	nc, err := Connect(natsOpts(srv.url()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natsConnectJS(t, natsOpts(srv.url()))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

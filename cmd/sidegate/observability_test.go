@@ -14,6 +14,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"gopkg.in/yaml.v3"
+
+	"github.com/sidegate/sidegate/revocation/natstest"
 )
 
 // The Grafana dashboard and the Prometheus alerts ship in the Helm chart
@@ -155,7 +157,7 @@ func TestObservabilityAssets(t *testing.T) {
 func obsExportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	idp := newTestIdP(t)
-	rd := startDaemon(t, revConfig(t, idp, revStartNATS(t)))
+	rd := startDaemon(t, revConfig(t, idp, natstest.Start(t)))
 	rd.waitReady(t)
 	client := authv3.NewAuthorizationClient(dialGRPC(t, rd.grpcAddr()))
 	tok := idp.mint(t, "ES256", "alice", nil)

@@ -10,28 +10,10 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/sidegate/sidegate/revocation"
+	"github.com/sidegate/sidegate/revocation/natstest"
 )
-
-// revStartNATS runs a real NATS server with JetStream for one test.
-func revStartNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
-}
 
 func revConfig(t *testing.T, idp *testIdP, natsURL string) *Config {
 	cfg := daemonConfig(t, idp)
@@ -62,7 +44,7 @@ func revPublish(t *testing.T, cfg *Config, ev revocation.Event) {
 // that token is already a denial.
 func TestDaemonRevocation(t *testing.T) {
 	idp := newTestIdP(t)
-	natsURL := revStartNATS(t)
+	natsURL := natstest.Start(t)
 	cfg := revConfig(t, idp, natsURL)
 	rd := startDaemon(t, cfg)
 	rd.waitReady(t)
@@ -150,7 +132,7 @@ func TestDaemonRevocationNotReadyWithoutNATS(t *testing.T) {
 // timed, the denylist stage included when revocation is on.
 func TestDaemonStageMetrics(t *testing.T) {
 	idp := newTestIdP(t)
-	cfg := revConfig(t, idp, revStartNATS(t))
+	cfg := revConfig(t, idp, natstest.Start(t))
 	cfg.Metrics.Stages = true
 	rd := startDaemon(t, cfg)
 	rd.waitReady(t)
