@@ -273,6 +273,22 @@ func (c *Cache) Lookup(ctx context.Context, iss, kid string) (*Key, error) {
 	return c.unknownKid(ctx, is, kid, now)
 }
 
+// Current returns the key iss serves now for kid, if its key set is usable
+// at now (not older than MaxStale), without fetching: the check a cached
+// verification is held to on every use.
+func (c *Cache) Current(iss, kid string, now time.Time) (*Key, bool) {
+	is, ok := c.issuers[iss]
+	if !ok {
+		return nil, false
+	}
+	set, err := c.usable(is, now)
+	if err != nil {
+		return nil, false
+	}
+	k, ok := set.Keys[kid]
+	return k, ok
+}
+
 // usable returns the issuer's key set unless it has none or it is older
 // than MaxStale.
 func (c *Cache) usable(is *issuer, now time.Time) (*Set, error) {
@@ -552,6 +568,9 @@ func (c *Cache) fetch(ctx context.Context, is *issuer) (time.Duration, error) {
 	}
 	if err != nil {
 		return 0, fmt.Errorf("jwks: %s: %w", uri, err)
+	}
+	if cur != nil {
+		set.keep(cur)
 	}
 	set.FetchedAt, set.URI = now, uri
 	set.ETag, set.LastModified = resp.Header.Get("ETag"), resp.Header.Get("Last-Modified")

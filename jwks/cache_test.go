@@ -983,3 +983,60 @@ func TestNoRedirectDowngrade(t *testing.T) {
 		t.Fatalf("the plain-http target was fetched %d times", plain.Fetches())
 	}
 }
+
+// TestCacheKeyIdentity: a refresh keeps the very *Key of every key it
+// serves unchanged, so the verified-token cache, which trusts a token only
+// while its key is current, is not emptied by each refresh; new material
+// under a kid is a new *Key. Current answers without fetching.
+func TestCacheKeyIdentity(t *testing.T) {
+	a := jwkstest.NewKey(t, "ES256", "a")
+	b := jwkstest.NewKey(t, "EdDSA", "b")
+	s := jwkstest.NewServer(t, a, b)
+	s.SetHeader("ETag", "") // every refresh a 200 with a body to parse
+	c, _ := testNewCache(t, []IssuerConfig{testDirect(s)}, Options{MaxStale: time.Hour})
+	ctx := context.Background()
+	refresh := func() {
+		t.Helper()
+		if err := c.Refresh(ctx, s.Issuer()); err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+	}
+	current := func(kid string) *Key {
+		t.Helper()
+		k, ok := c.Current(s.Issuer(), kid, testNow)
+		if !ok {
+			t.Fatalf("Current(%q): not served", kid)
+		}
+		return k
+	}
+	refresh()
+	ka, kb := current("a"), current("b")
+	fetches := s.Fetches()
+
+	refresh()
+	if current("a") != ka || current("b") != kb {
+		t.Fatal("an unchanged refresh replaced the keys")
+	}
+	s.SetKeys(a)
+	refresh()
+	if current("a") != ka {
+		t.Fatal("dropping b replaced a")
+	}
+	if _, ok := c.Current(s.Issuer(), "b", testNow); ok {
+		t.Fatal("b still current after it was dropped")
+	}
+	s.SetKeys(jwkstest.NewKey(t, "ES256", "a"))
+	refresh()
+	if current("a") == ka {
+		t.Fatal("new material under kid a kept the old key")
+	}
+	if got := s.Fetches() - fetches; got != 3 {
+		t.Fatalf("%d fetches for 3 refreshes: Current must not fetch", got)
+	}
+	if _, ok := c.Current(s.Issuer(), "a", testNow.Add(2*time.Hour)); ok {
+		t.Fatal("Current served a key past max_stale")
+	}
+	if _, ok := c.Current("https://unknown.test/", "a", testNow); ok {
+		t.Fatal("Current served an unknown issuer")
+	}
+}

@@ -5,6 +5,7 @@
 package jwks
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -44,6 +45,8 @@ type Key struct {
 	// Public is the raw public key: *rsa.PublicKey, *ecdsa.PublicKey or
 	// ed25519.PublicKey.
 	Public any
+	// jwk is the JWK's exact bytes, to tell an unchanged key on refresh.
+	jwk []byte
 }
 
 // Algorithm returns the key's algorithm named alg, if the key may verify it.
@@ -122,6 +125,18 @@ func parseSet(body []byte, maxKeys int) (set *Set, dropped []Dropped, err error)
 	return set, dropped, nil
 }
 
+// keep makes s reuse old's *Key for every kid whose JWK is byte for byte
+// the same, so that a refresh that changes nothing, or one key, leaves the
+// others' identity alone: tokens cached as verified by a key stay cached
+// while it is served unchanged.
+func (s *Set) keep(old *Set) {
+	for kid, k := range s.Keys {
+		if o, ok := old.Keys[kid]; ok && bytes.Equal(o.jwk, k.jwk) {
+			s.Keys[kid] = o
+		}
+	}
+}
+
 // parseKey applies the ingest rules to one JWK. It returns the kid it could
 // read even on error, for the log.
 func parseKey(raw json.RawMessage) (*Key, string, error) {
@@ -178,7 +193,7 @@ func parseKey(raw json.RawMessage) (*Key, string, error) {
 		}
 		algs = []jwa.SignatureAlgorithm{sa}
 	}
-	return &Key{ID: kid, Algorithms: algs, Public: pub}, kid, nil
+	return &Key{ID: kid, Algorithms: algs, Public: pub, jwk: raw}, kid, nil
 }
 
 // publicOnly accepts public keys only. A JWKS that publishes private key
