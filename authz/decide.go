@@ -22,11 +22,22 @@ type KeySource interface {
 	Lookup(ctx context.Context, issuer, kid string) (*jwks.Key, error)
 }
 
-// Denylist checks verified claims against revocations. It returns nil, or
-// the denial: an error wrapping ErrRevoked, or ErrRevocationUnavailable
-// when revocations cannot be trusted to be current (fail closed).
+// Denylist checks verified claims against revocations at now, the
+// decision's clock reading. It returns nil, or the denial: an error
+// wrapping ErrRevoked, or ErrRevocationUnavailable when revocations cannot
+// be trusted to be current (fail closed). It is asked on every decision,
+// for cached tokens too.
 type Denylist interface {
-	Check(c *Claims) error
+	Check(c *Claims, now time.Time) error
+}
+
+// CurrentKeys is what a KeySource can add for the verified-token cache:
+// the key an issuer serves now for kid, if any, without fetching and
+// without reading the clock (now is given). A cached token is trusted only
+// while its issuer still serves the very key that verified it.
+// *jwks.Cache implements it; without it, Lookup is asked instead.
+type CurrentKeys interface {
+	Current(issuer, kid string, now time.Time) (*jwks.Key, bool)
 }
 
 // Issuer is the verification policy of one trusted issuer.
@@ -58,6 +69,9 @@ type Config struct {
 	RequireIssuedAt bool
 	ForwardClaims   []ForwardClaim
 	PayloadHeader   string // lower-case; "" for none
+	// Cache bounds the verified-token and negative caches; the zero value
+	// caches nothing.
+	Cache CacheConfig
 }
 
 // Engine makes decisions. It is safe for concurrent use.
@@ -65,6 +79,7 @@ type Engine struct {
 	cfg      Config
 	issuers  map[string]Issuer
 	keys     KeySource
+	current  CurrentKeys // keys, when it can answer without fetching
 	deny     Denylist
 	now      func() time.Time
 	extract  ExtractOptions
@@ -72,6 +87,10 @@ type Engine struct {
 	// stage, when set (SetStageObserver), times extract, verify and
 	// denylist on every decision. Off by default: each lap reads the clock.
 	stage func(stage string, d time.Duration)
+	// cache holds verified tokens; neg, failures of repeated bad ones. nil
+	// when off.
+	cache *clockCache[*verified]
+	neg   *clockCache[*failure]
 }
 
 // SetStageObserver makes the engine report how long each stage of every
@@ -120,6 +139,15 @@ func NewEngine(cfg Config, keys KeySource, deny Denylist, now func() time.Time) 
 		deny:    deny,
 		now:     now,
 		extract: ExtractOptions{Bearer: cfg.Bearer, Cookies: cfg.Cookies},
+		cache:   newClockCache[*verified](cfg.Cache.MaxEntries),
+		neg:     newClockCache[*failure](cfg.Cache.NegativeEntries),
+	}
+	e.current, _ = keys.(CurrentKeys)
+	if cfg.Cache.MaxEntries > 0 && cfg.Cache.MaxTTL <= 0 {
+		return nil, errors.New("authz: Cache.MaxTTL must be positive when the cache is on")
+	}
+	if cfg.Cache.NegativeEntries > 0 && cfg.Cache.NegativeTTL <= 0 {
+		return nil, errors.New("authz: Cache.NegativeTTL must be positive when the negative cache is on")
 	}
 	for _, is := range cfg.Issuers {
 		e.issuers[is.Issuer] = is
@@ -154,9 +182,14 @@ type Decision struct {
 	// Claims of the token that decided, when one verified.
 	Claims *Claims
 	// Headers to set on the upstream request (overwriting), and identity
-	// headers the client sent that no verified value replaces.
+	// headers the client sent that no verified value replaces. Claims and
+	// Headers may be shared with other decisions: read them, never change
+	// them.
 	Headers []Header
 	Remove  []string
+	// cached is the verified-token cache entry of the deciding token, when
+	// the cache is on: the gRPC adapter keeps its response there.
+	cached *verified
 }
 
 // Decide answers whether the request may pass. It never fails: every
@@ -173,16 +206,18 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 	}
 	// Every token presented must be good: no falling back from a bad one to
 	// another. With both a header and a cookie, they must be the same user.
+	now := e.now()
 	var claims *Claims
 	var first string
+	var cached *verified
 	for _, cand := range cands {
-		c, err := e.verify(ctx, cand.Token)
+		c, v, err := e.check(ctx, cand.Token, now)
 		st.lap("verify")
 		if err != nil {
 			return deny(fmt.Errorf("%s: %w", cand.Source, err), c)
 		}
 		if e.deny != nil {
-			err := e.deny.Check(c)
+			err := e.deny.Check(c, now)
 			st.lap("denylist")
 			if err != nil {
 				return deny(fmt.Errorf("%s: %w", cand.Source, err), c)
@@ -190,7 +225,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 		}
 		switch {
 		case claims == nil:
-			claims, first = c, cand.Token
+			claims, first, cached = c, cand.Token, v
 		case c.Issuer != claims.Issuer || c.Subject != claims.Subject:
 			return deny(ErrTokenMismatch, claims)
 		case c.Subject == "" && cand.Token != first:
@@ -201,8 +236,12 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 	if err := ctx.Err(); err != nil {
 		return deny(err, claims)
 	}
-	d := Decision{Allowed: true, Reason: ReasonOK, Claims: claims}
-	d.Headers = e.identityHeaders(claims)
+	d := Decision{Allowed: true, Reason: ReasonOK, Claims: claims, cached: cached}
+	if cached != nil {
+		d.Headers = cached.headers
+	} else {
+		d.Headers = e.identityHeaders(claims)
+	}
 	for _, name := range e.identity {
 		if _, sent := in.Headers[name]; sent && !hasHeader(d.Headers, name) {
 			d.Remove = append(d.Remove, name)

@@ -62,7 +62,7 @@ type decideDenylist struct {
 	jti, sub, kid map[string]bool
 }
 
-func (d decideDenylist) Check(c *Claims) error {
+func (d decideDenylist) Check(c *Claims, _ time.Time) error {
 	if d.jti[c.ID] || d.sub[c.Subject] || d.kid[c.KeyID] {
 		return ErrRevoked
 	}
@@ -719,7 +719,7 @@ func TestDecideNoSubjectTokensMustBeIdentical(t *testing.T) {
 
 type decideUnavailable struct{}
 
-func (decideUnavailable) Check(*Claims) error { return ErrRevocationUnavailable }
+func (decideUnavailable) Check(*Claims, time.Time) error { return ErrRevocationUnavailable }
 
 // TestDecideRevocationUnavailable: when the denylist cannot vouch for
 // itself (deny_after passed), a good token is denied with 503, never allowed.

@@ -297,7 +297,7 @@ func FuzzDecide(f *testing.F) {
 		f.Add(tok)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		c, err := fx.engine.verify(context.Background(), tok)
+		c, err := fx.engine.verify(context.Background(), tok, fx.engine.now())
 		if err == nil && !valid[tok] {
 			t.Fatalf("verify accepted a token that was never signed: %q (claims %+v)", tok, c)
 		}
@@ -379,7 +379,7 @@ func FuzzVerifySigned(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, header, payload string) {
 		tok := verifyFuzzSign(t, key, "EdDSA", header, payload)
-		c, err := fx.engine.verify(context.Background(), tok)
+		c, err := fx.engine.verify(context.Background(), tok, fx.engine.now())
 		if err != nil {
 			if ReasonFor(err).Code == reasonInternal.Code {
 				t.Fatalf("denial without a reason code: %v", err)

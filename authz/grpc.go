@@ -149,22 +149,55 @@ var grpcCode = map[int]codes.Code{
 
 func checkResponse(d *Decision) *authv3.CheckResponse {
 	if d.Allowed {
-		ok := &authv3.OkHttpResponse{HeadersToRemove: d.Remove}
-		if len(d.Headers) > 0 {
-			ok.Headers = make([]*corev3.HeaderValueOption, len(d.Headers))
-			for i, h := range d.Headers {
-				ok.Headers[i] = &corev3.HeaderValueOption{
-					Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
-					AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
-				}
+		// A cached token's response is built once and shared: the common
+		// case, nothing to remove, is then no allocation here at all.
+		if v := d.cached; v != nil && len(d.Remove) == 0 {
+			if r := v.grpcOK.Load(); r != nil {
+				return r
+			}
+			r := allowResponse(d)
+			v.grpcOK.Store(r)
+			return r
+		}
+		return allowResponse(d)
+	}
+	return denyResponse(d.Reason)
+}
+
+// allowResponse is the OK response setting d's headers and removing its
+// Remove list.
+func allowResponse(d *Decision) *authv3.CheckResponse {
+	ok := &authv3.OkHttpResponse{HeadersToRemove: d.Remove}
+	if len(d.Headers) > 0 {
+		ok.Headers = make([]*corev3.HeaderValueOption, len(d.Headers))
+		for i, h := range d.Headers {
+			ok.Headers[i] = &corev3.HeaderValueOption{
+				Header:       &corev3.HeaderValue{Key: h.Name, Value: h.Value},
+				AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 			}
 		}
-		return &authv3.CheckResponse{
-			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		}
 	}
-	r := d.Reason
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}
+}
+
+// denyResponses holds the denial of each reason, built once: a denial
+// depends on its reason alone, and a flood of bad tokens should cost as
+// little to answer as it can.
+var denyResponses sync.Map // Reason.Code → *authv3.CheckResponse
+
+// denyResponse is the denial for reason r, shared.
+func denyResponse(r Reason) *authv3.CheckResponse {
+	if resp, ok := denyResponses.Load(r.Code); ok {
+		return resp.(*authv3.CheckResponse)
+	}
+	resp, _ := denyResponses.LoadOrStore(r.Code, buildDenyResponse(r))
+	return resp.(*authv3.CheckResponse)
+}
+
+func buildDenyResponse(r Reason) *authv3.CheckResponse {
 	code, ok := grpcCode[r.Status]
 	if !ok {
 		code = codes.Internal

@@ -10,6 +10,10 @@ import (
 type Metrics struct {
 	duration  *prometheus.HistogramVec
 	decisions *prometheus.CounterVec
+	// The series themselves, looked up once: WithLabelValues hashes its
+	// labels on every call.
+	durations map[string]*[2]prometheus.Observer // transport → [deny, allow]
+	counts    map[string]prometheus.Counter      // reason code → its one series
 }
 
 // Transports label sidegate_check_duration_seconds.
@@ -42,12 +46,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	// Start every series at zero so that rate() and alerts see them at once.
+	m.durations = make(map[string]*[2]prometheus.Observer)
+	m.counts = make(map[string]prometheus.Counter)
 	for _, r := range Reasons() {
-		m.decisions.WithLabelValues(decisionLabel(r == ReasonOK), r.Code)
+		m.counts[r.Code] = m.decisions.WithLabelValues(decisionLabel(r == ReasonOK), r.Code)
 	}
 	for _, t := range []string{TransportGRPC, TransportHTTP} {
-		m.duration.WithLabelValues(t, "allow")
-		m.duration.WithLabelValues(t, "deny")
+		m.durations[t] = &[2]prometheus.Observer{
+			m.duration.WithLabelValues(t, "deny"),
+			m.duration.WithLabelValues(t, "allow"),
+		}
 	}
 	return m, nil
 }
@@ -88,7 +96,18 @@ func decisionLabel(allowed bool) string {
 }
 
 func (m *Metrics) observe(transport string, d *Decision, elapsed time.Duration) {
-	label := decisionLabel(d.Allowed)
-	m.duration.WithLabelValues(transport, label).Observe(elapsed.Seconds())
-	m.decisions.WithLabelValues(label, d.Reason.Code).Inc()
+	i := 0
+	if d.Allowed {
+		i = 1
+	}
+	if o, ok := m.durations[transport]; ok {
+		o[i].Observe(elapsed.Seconds())
+	} else {
+		m.duration.WithLabelValues(transport, decisionLabel(d.Allowed)).Observe(elapsed.Seconds())
+	}
+	if c, ok := m.counts[d.Reason.Code]; ok && d.Allowed == (d.Reason == ReasonOK) {
+		c.Inc()
+	} else {
+		m.decisions.WithLabelValues(decisionLabel(d.Allowed), d.Reason.Code).Inc()
+	}
 }

@@ -31,14 +31,13 @@ type Claims struct {
 	Expiry, NotBefore, IssuedAt float64
 	KeyID                       string
 	Algorithm                   string
-	// CheckedAt is the engine's clock reading the claims were judged at,
-	// for later checks (revocation expiry) to use the same time.
-	CheckedAt time.Time
 	// Raw holds every claim, numbers as json.Number.
 	Raw map[string]any
 	// payload is the base64url payload segment of the token: the exact
 	// verified bytes, already in the encoding payload_header forwards.
 	payload string
+	// jwk is the key the signature verified with.
+	jwk *jwks.Key
 }
 
 // b64 is base64url without padding, rejecting non-canonical trailing bits
@@ -227,7 +226,10 @@ func parsePayload(seg string) (map[string]any, error) {
 // signature and claims, in that order. Before the signature only what is
 // needed to find the key is read (the header, and iss from the payload);
 // every other claim is judged only once the signature holds.
-func (e *Engine) verify(ctx context.Context, tok string) (*Claims, error) {
+//
+// now is the decision's clock reading: one per decision, shared by every
+// time check in it.
+func (e *Engine) verify(ctx context.Context, tok string, now time.Time) (*Claims, error) {
 	if err := checkShape(tok, e.cfg.MaxSize); err != nil {
 		return nil, err
 	}
@@ -273,15 +275,15 @@ func (e *Engine) verify(ctx context.Context, tok string) (*Claims, error) {
 	if _, err := jws.VerifyCompactFast(key.Public, []byte(tok), alg); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	c := &Claims{Issuer: iss, KeyID: h.kid, Algorithm: h.alg, Raw: raw, payload: pseg}
-	if err := e.checkClaims(c, pol); err != nil {
+	c := &Claims{Issuer: iss, KeyID: h.kid, Algorithm: h.alg, Raw: raw, payload: pseg, jwk: key}
+	if err := e.checkClaims(c, pol, now); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
 // checkClaims applies RFC 7519 §4.1 and RFC 8725 to verified claims.
-func (e *Engine) checkClaims(c *Claims, pol Issuer) error {
+func (e *Engine) checkClaims(c *Claims, pol Issuer, now time.Time) error {
 	var err error
 	if c.Expiry, err = numericDate(c.Raw, "exp", true); err != nil {
 		return err
@@ -301,8 +303,6 @@ func (e *Engine) checkClaims(c *Claims, pol Issuer) error {
 	if c.Audience, err = audience(c.Raw["aud"]); err != nil {
 		return err
 	}
-	now := e.now()
-	c.CheckedAt = now
 	nowSec := float64(now.UnixNano()) / 1e9
 	leeway := e.cfg.Leeway.Seconds()
 	if nowSec >= c.Expiry+leeway {

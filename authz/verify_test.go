@@ -73,7 +73,7 @@ func verifyRun(t *testing.T, cases []verifyCase) {
 // as the "session" cookie and as a bearer token.
 func verifyExpect(t *testing.T, f *fixture, tok, want, wantBearer string) {
 	t.Helper()
-	c, err := f.engine.verify(context.Background(), tok)
+	c, err := f.engine.verify(context.Background(), tok, f.engine.now())
 	if got := ReasonFor(err).Code; got != want {
 		t.Errorf("verify: reason %q (%v), want %q", got, err, want)
 	}

@@ -29,6 +29,31 @@ type Config struct {
 	JWKS       JWKSConfig       `yaml:"jwks"`
 	Revocation RevocationConfig `yaml:"revocation"`
 	Metrics    MetricsConfig    `yaml:"metrics"`
+	Cache      CacheConfig      `yaml:"cache"`
+	Debug      DebugConfig      `yaml:"debug"`
+}
+
+// CacheConfig is the verified-token cache, on by default.
+type CacheConfig struct {
+	// Enabled is true unless set false: a repeated token is then verified
+	// in full on every request.
+	Enabled *bool `yaml:"enabled"`
+	// MaxEntries bounds the verified tokens held (default 100,000).
+	MaxEntries int `yaml:"max_entries"`
+	// MaxTTL is the longest a token is trusted from the cache before it is
+	// verified again (default 5m); its exp ends it sooner.
+	MaxTTL Duration `yaml:"max_ttl"`
+	// NegativeMaxEntries bounds the remembered failures of repeated
+	// identical bad tokens (default 10,000).
+	NegativeMaxEntries int `yaml:"negative_max_entries"`
+	// NegativeTTL is how long such a failure is remembered (default 10s).
+	NegativeTTL Duration `yaml:"negative_ttl"`
+}
+
+// DebugConfig holds what is off in production unless asked for.
+type DebugConfig struct {
+	// PProf serves net/http/pprof under /debug/pprof/ on the admin listener.
+	PProf bool `yaml:"pprof"`
 }
 
 // MetricsConfig holds opt-in metrics.
@@ -337,6 +362,14 @@ func (c *Config) applyDefaults() {
 	setDefault(&r.NATS.Subject, "sidegate.revocations")
 	setDefault(&r.NATS.Stream, "SIDEGATE_REVOCATIONS")
 	setDefault(&r.NATS.MaxAge, max(Duration(48*time.Hour), c.Tokens.MaxLifetime))
+	if c.Cache.Enabled == nil {
+		on := true
+		c.Cache.Enabled = &on
+	}
+	setDefault(&c.Cache.MaxEntries, 100_000)
+	setDefault(&c.Cache.MaxTTL, Duration(5*time.Minute))
+	setDefault(&c.Cache.NegativeMaxEntries, 10_000)
+	setDefault(&c.Cache.NegativeTTL, Duration(10*time.Second))
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -447,6 +480,18 @@ func (c *Config) Validate() error {
 	}
 	if l := c.Tokens.Leeway.D(); l < 0 || l > 5*time.Minute {
 		p.add("tokens.leeway", "must be between 0 and 5m")
+	}
+	if c.Cache.MaxEntries < 0 || c.Cache.MaxEntries > 10_000_000 {
+		p.add("cache.max_entries", "must be between 1 and 10000000 (cache.enabled: false turns the cache off)")
+	}
+	if c.Cache.NegativeMaxEntries < 0 || c.Cache.NegativeMaxEntries > 1_000_000 {
+		p.add("cache.negative_max_entries", "must be between 1 and 1000000")
+	}
+	if c.Cache.MaxTTL < 0 {
+		p.add("cache.max_ttl", "must not be negative")
+	}
+	if c.Cache.NegativeTTL < 0 || c.Cache.NegativeTTL.D() > 5*time.Minute {
+		p.add("cache.negative_ttl", "must be between 0 and 5m")
 	}
 	if c.Tokens.MaxSize < 256 || c.Tokens.MaxSize > 64<<10 {
 		p.add("tokens.max_size", "must be between 256 and 65536 bytes")
@@ -618,6 +663,12 @@ func (c *Config) engineConfig() authz.Config {
 		MaxLifetime:     c.Tokens.MaxLifetime.D(),
 		RequireIssuedAt: c.Tokens.RequireIAT,
 		PayloadHeader:   strings.ToLower(*c.Forward.PayloadHeader),
+	}
+	if *c.Cache.Enabled {
+		ec.Cache = authz.CacheConfig{
+			MaxEntries: c.Cache.MaxEntries, MaxTTL: c.Cache.MaxTTL.D(),
+			NegativeEntries: c.Cache.NegativeMaxEntries, NegativeTTL: c.Cache.NegativeTTL.D(),
+		}
 	}
 	for _, is := range c.Issuers {
 		ec.Issuers = append(ec.Issuers, authz.Issuer{Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms, TokenTypes: is.TokenTypes})

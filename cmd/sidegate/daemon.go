@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,9 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 	}
 	m, err := authz.NewMetrics(reg)
 	if err != nil {
+		return nil, err
+	}
+	if err := reg.Register(engine.CacheCollector()); err != nil {
 		return nil, err
 	}
 	if cfg.Metrics.Stages {
@@ -157,6 +161,15 @@ func (d *daemon) closeListeners() {
 func (d *daemon) adminMux(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
+	if d.cfg.Debug.PProf {
+		// Registered here: the package's init registers only on
+		// http.DefaultServeMux, which sidegate never serves.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

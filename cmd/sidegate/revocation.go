@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sidegate/sidegate/authz"
 	"github.com/sidegate/sidegate/revocation"
@@ -57,8 +58,8 @@ type denylist struct {
 	feed *revocation.Subscriber
 }
 
-func (d denylist) Check(c *authz.Claims) error {
-	if d.list.Revoked(revocation.Token{Issuer: c.Issuer, Subject: c.Subject, ID: c.ID, KeyID: c.KeyID, IssuedAt: c.IssuedAt, Now: c.CheckedAt.Unix()}) {
+func (d denylist) Check(c *authz.Claims, now time.Time) error {
+	if d.list.Revoked(revocation.Token{Issuer: c.Issuer, Subject: c.Subject, ID: c.ID, KeyID: c.KeyID, IssuedAt: c.IssuedAt, Now: now.Unix()}) {
 		return authz.ErrRevoked
 	}
 	// Until the first replay is complete nothing says what is revoked: fail
