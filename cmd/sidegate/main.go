@@ -31,6 +31,7 @@ Usage:
                                    publish a revocation event
   sidegate check-config --config FILE
                                    validate a configuration; exit 1 on any problem
+  sidegate bench [flags]           load-test sidegate side by side with a do-nothing ext_authz server
   sidegate version                 print the version
 
 Run "sidegate COMMAND -h" for a command's flags.
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args, stdout, stderr)
 	case "revoke":
 		return cmdRevoke(args, stdout, stderr)
+	case "bench":
+		return cmdBench(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "sidegate", versionString())
 		return 0

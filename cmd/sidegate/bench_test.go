@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// buildSidegate builds this command into a temporary directory: the bench
+// runs its servers as child processes of a sidegate binary, which the
+// test binary is not.
+func buildSidegate(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go") // go test puts its own go first on PATH
+	if err != nil {
+		t.Skip("no go tool to build the binary:", err)
+	}
+	bin := filepath.Join(t.TempDir(), "sidegate")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, goTool, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBench runs the whole tool, with the binary built from this
+// package, on tiny runs.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts servers")
+	}
+	bin := buildSidegate(t)
+	t.Run("smoke", func(t *testing.T) { testBenchSmoke(t, bin) })
+	t.Run("misconfigured sidegate", func(t *testing.T) { testBenchMisconfigured(t, bin) })
+}
+
+// testBenchSmoke checks the table's shape and the decisions, never the
+// speed.
+func testBenchSmoke(t *testing.T, bin string) {
+	out := filepath.Join(t.TempDir(), "bench.md")
+	code, stdout, stderr := runCmd(t, "bench", "--exe", bin,
+		"--duration", "200ms", "--warmup", "50ms", "--rounds", "1",
+		"--concurrency", "4", "--conns", "2", "--rates", "200",
+		"--modes", "cached,unique,mixed", "--unique-max-rate", "20000", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	}
+	if written, err := os.ReadFile(out); err != nil || string(written) != stdout {
+		t.Errorf("--out file differs from stdout (err %v)", err)
+	}
+	for _, want := range []string{
+		"| mode | load | req/s floor | req/s sidegate |",
+		"- command: `sidegate bench --exe ",
+		"- wrong decisions: 0; gRPC errors: 0",
+		"- unique tokens: ",
+		"- sidegate's own count: ",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if m := regexpFind(`RS256 bearer token of (\d+) bytes`, stdout); m == "" {
+		t.Errorf("no token size in the header:\n%s", stdout)
+	} else if n, _ := strconv.Atoi(m); n < 600 || n > 900 {
+		t.Errorf("token is %d bytes, want about 700", n)
+	}
+
+	rows := map[string][]string{}
+	for line := range strings.SplitSeq(stdout, "\n") {
+		if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "| mode") || strings.HasPrefix(line, "| ---") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		if len(cells) != 16 {
+			t.Fatalf("row has %d cells, want 16: %s", len(cells), line)
+		}
+		rows[cells[0]+" / "+cells[1]] = cells
+	}
+	for _, mode := range []string{"cached", "unique", "mixed"} {
+		for _, load := range []string{"closed, 4 workers / 2 conns", "open, 200/s"} {
+			cells, ok := rows[mode+" / "+load]
+			if !ok {
+				t.Errorf("no row for %s, %s:\n%s", mode, load, stdout)
+				continue
+			}
+			// req/s both, then the req/s, p50 and p99 ratios: numbers > 0.
+			for _, i := range []int{2, 3, 7, 10} {
+				if v, err := strconv.ParseFloat(cells[i], 64); err != nil || v <= 0 {
+					t.Errorf("%s, %s: cell %d = %q, want a positive number", mode, load, i, cells[i])
+				}
+			}
+			if v, err := strconv.ParseFloat(cells[4], 64); err != nil || v <= 0 {
+				t.Errorf("%s, %s: req/s ratio %q, want a positive number", mode, load, cells[4])
+			}
+			if runtime.GOOS == "linux" {
+				for _, i := range []int{11, 12} { // CPU µs/req: known, possibly 0 ticks
+					if _, err := strconv.ParseFloat(cells[i], 64); err != nil {
+						t.Errorf("%s, %s: CPU cell %d = %q, want a number", mode, load, i, cells[i])
+					}
+				}
+			}
+			if cells[15] != "0" {
+				t.Errorf("%s, %s: %s wrong decisions", mode, load, cells[15])
+			}
+		}
+	}
+	if len(rows) != 6 {
+		t.Errorf("%d rows, want 6", len(rows))
+	}
+	// mixed mode sends each kind of invalid request, and sidegate says so.
+	for _, reason := range []string{"deny/no_token", "deny/expired", "deny/bad_signature"} {
+		if !strings.Contains(stdout, reason) {
+			t.Errorf("sidegate's count lacks %s:\n%s", reason, stdout)
+		}
+	}
+}
+
+func regexpFind(expr, s string) string {
+	m := regexp.MustCompile(expr).FindStringSubmatch(s)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// testBenchMisconfigured: a sidegate that denies the valid token is
+// reported before any load, and the exit status is 1.
+func testBenchMisconfigured(t *testing.T, bin string) {
+	code, _, stderr := runCmd(t, "bench", "--exe", bin, "--duration", "100ms", "--rounds", "1",
+		"--rates", "", "--modes", "cached", "--extra-config", "tokens: {bearer: false}")
+	if code != 1 || !strings.Contains(stderr, "sidegate denies the bench's valid token") {
+		t.Fatalf("exit %d, want 1 with the denial explained; stderr:\n%s", code, stderr)
+	}
+}
+
+func TestBenchFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--modes", "cached,fast"},
+		{"--rates", "1000,abc"},
+		{"--rounds", "0"},
+		{"--concurrency", "0", "--rates", ""},
+		{"extra"},
+	} {
+		if code, _, stderr := runCmd(t, append([]string{"bench"}, args...)...); code != 2 || !strings.Contains(stderr, "sidegate bench") {
+			t.Errorf("bench %q: exit %d, want 2 with a message; stderr:\n%s", args, code, stderr)
+		}
+	}
+}
+
+// answerServer answers every Check with a fixed status code.
+type answerServer struct {
+	authv3.UnimplementedAuthorizationServer
+	code codes.Code
+}
+
+func (a answerServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(a.code)}}, nil
+}
+
+func serveAnswers(t *testing.T, code codes.Code) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, answerServer{code: code})
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}
+
+// TestBenchLoopsCheckDecisions drives the closed and open loops against
+// in-process servers that answer right and wrong, and checks what each
+// loop counts.
+func TestBenchLoopsCheckDecisions(t *testing.T) {
+	ctx := context.Background()
+	template := benchRequest("header.payload.signature")
+	for _, tc := range []struct {
+		name      string
+		code      codes.Code
+		decides   bool
+		wantWrong bool
+	}{
+		{"sidegate allows the valid token", codes.OK, true, false},
+		{"sidegate denies the valid token", codes.Unauthenticated, true, true},
+		{"floor allows", codes.OK, false, false},
+		{"floor does not answer OK", codes.PermissionDenied, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg, err := dialTarget("server", serveAnswers(t, tc.code), 2, nil, tc.decides)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tg.close()
+			for name, r := range map[string]runResult{
+				"closed": closedLoop(ctx, tg, repeatedToken("t"), template, 4, 100*time.Millisecond),
+				"open":   openLoop(ctx, tg, repeatedToken("t"), template, 500, 8, 100*time.Millisecond),
+			} {
+				if r.n == 0 || r.errors != 0 {
+					t.Fatalf("%s: %d answers, %d errors", name, r.n, r.errors)
+				}
+				if want := int64(0); tc.wantWrong {
+					want = r.n
+					if r.wrong != want || len(r.examples) == 0 {
+						t.Errorf("%s: %d wrong of %d (examples %q), want all", name, r.wrong, r.n, r.examples)
+					}
+				} else if r.wrong != 0 {
+					t.Errorf("%s: %d wrong, want 0: %q", name, r.wrong, r.examples)
+				}
+				if r.cpu >= 0 {
+					t.Errorf("%s: CPU %s for a target without a process, want unknown", name, r.cpu)
+				}
+				if got := r.hist.count(); got != uint64(r.n) {
+					t.Errorf("%s: histogram holds %d, want %d", name, got, r.n)
+				}
+			}
+		})
+	}
+}
+
+// TestBenchPoolRunsOut: a spent pool ends the run early and says when.
+func TestBenchPoolRunsOut(t *testing.T) {
+	tg, err := dialTarget("sidegate", serveAnswers(t, codes.OK), 1, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.close()
+	template := benchRequest("x")
+	for name, run := range map[string]func(tokenSource) runResult{
+		"closed": func(s tokenSource) runResult {
+			return closedLoop(context.Background(), tg, s, template, 2, 10*time.Second)
+		},
+		"open": func(s tokenSource) runResult {
+			return openLoop(context.Background(), tg, s, template, 1000, 4, 10*time.Second)
+		},
+	} {
+		src := poolSource{pool: []string{"a", "b", "c", "d", "e"}, cursor: new(atomic.Int64)}
+		r := run(src)
+		if r.n != 5 || r.poolOut <= 0 || r.poolOut > 5*time.Second {
+			t.Errorf("%s: %d sent, pool out at %s; want 5 sent and an early end", name, r.n, r.poolOut)
+		}
+	}
+}
+
+// TestHistogramQuantiles compares the histogram's percentiles with the
+// exact ones over latencies spread across five orders of magnitude.
+func TestHistogramQuantiles(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var h histogram
+	vals := make([]time.Duration, 200_000)
+	for i := range vals {
+		// log-uniform from 1 µs to 100 ms
+		vals[i] = time.Duration(math.Exp(math.Log(1e3) + rng.Float64()*(math.Log(1e8)-math.Log(1e3))))
+		h.record(vals[i])
+	}
+	slices.Sort(vals)
+	for _, q := range []float64{0.01, 0.5, 0.9, 0.99, 0.999, 1} {
+		exact := vals[int(math.Ceil(q*float64(len(vals))))-1]
+		got := h.quantile(q)
+		if rel := math.Abs(float64(got-exact)) / float64(exact); rel > 0.01 {
+			t.Errorf("q%v = %s, exact %s: off by %.2f%%", q, got, exact, rel*100)
+		}
+	}
+	if h.count() != uint64(len(vals)) {
+		t.Errorf("count %d, want %d", h.count(), len(vals))
+	}
+	var empty histogram
+	if empty.quantile(0.5) != 0 {
+		t.Error("empty histogram: quantile not 0")
+	}
+	// Small values are exact; huge ones are clamped, not lost.
+	var small histogram
+	small.record(7)
+	small.record(time.Duration(math.MaxInt64))
+	if small.quantile(0.5) != 7 || small.count() != 2 {
+		t.Errorf("small: q50 %d, count %d", small.quantile(0.5), small.count())
+	}
+}
+
+func TestBenchKeyTokensVerify(t *testing.T) {
+	is, err := newBenchIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer is.srv.Close()
+	if got := is.key.pub.N.BitLen(); got != 2048 {
+		t.Fatalf("modulus is %d bits, want 2048", got)
+	}
+	tok, err := is.mint(is.claims(time.Now(), time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(tok, ".") != 2 {
+		t.Fatalf("not a compact JWS: %q", tok)
+	}
+	// Verified by the standard library, independently of sign.
+	if err := verifyRS256(&is.key.pub, tok); err != nil {
+		t.Errorf("minted token: %v", err)
+	}
+	if err := verifyRS256(&is.key.pub, is.badSignature()); err == nil {
+		t.Error("badSignature verifies")
+	}
+}
+
+func verifyRS256(pub *rsa.PublicKey, token string) error {
+	i := strings.LastIndexByte(token, '.')
+	sig, err := base64.RawURLEncoding.DecodeString(token[i+1:])
+	if err != nil {
+		return err
+	}
+	digest := sha256.Sum256([]byte(token[:i]))
+	return rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig)
+}
