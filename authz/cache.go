@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -314,9 +315,30 @@ func (e *Engine) check(ctx context.Context, tok string, now time.Time) (*Claims,
 	if e.cache == nil {
 		return c, nil, nil
 	}
-	v := &verified{key: k, claims: c, jwk: c.jwk, until: e.cacheUntil(c, ns), headers: e.identityHeaders(c)}
+	kept := c.cacheable()
+	// Headers from the original (it has Raw), but the payload header from
+	// the copy, so that nothing in the entry points into the request.
+	hs := e.identityHeaders(c)
+	for i := range hs {
+		if hs[i].Name == e.cfg.PayloadHeader {
+			hs[i].Value = kept.payload
+		}
+	}
+	v := &verified{key: k, claims: kept, jwk: c.jwk, until: e.cacheUntil(c, ns), headers: hs}
 	e.cache.put(v)
 	return c, v, nil
+}
+
+// cacheable is the copy of c an entry keeps: without Raw (the decoded
+// claims, over a kilobyte for a typical token, whose only use on a hit,
+// the identity headers, is precomputed) and with its own copy of the
+// payload segment, which otherwise keeps the whole request header alive.
+// 100k entries of typical tokens then hold 1 KB each instead of 2.5 KB.
+func (c *Claims) cacheable() *Claims {
+	k := *c
+	k.Raw = nil
+	k.payload = strings.Clone(c.payload)
+	return &k
 }
 
 // cacheUntil is when a token verified at ns stops being trusted from the

@@ -31,7 +31,9 @@ type Claims struct {
 	Expiry, NotBefore, IssuedAt float64
 	KeyID                       string
 	Algorithm                   string
-	// Raw holds every claim, numbers as json.Number.
+	// Raw holds every claim, numbers as json.Number, when the token was
+	// verified by this decision; nil on claims served from the
+	// verified-token cache.
 	Raw map[string]any
 	// payload is the base64url payload segment of the token: the exact
 	// verified bytes, already in the encoding payload_header forwards.
