@@ -170,6 +170,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		printConfigError(stderr, *path, err)
 		return 1
 	}
+	setMemoryLimit(cgroupMemoryMax, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := newDaemon(cfg, log)
