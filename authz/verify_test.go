@@ -1163,3 +1163,31 @@ func TestVerifyNeverFetches(t *testing.T) {
 		t.Errorf("tokens made the key cache fetch %d more times", n-fetched)
 	}
 }
+
+// TestDecodeObjectMembers: duplicates are found wherever the text hides
+// them, and colons, braces and escaped quotes inside strings or nested
+// values are not taken for members.
+func TestDecodeObjectMembers(t *testing.T) {
+	for _, tc := range []struct {
+		json string
+		ok   bool
+	}{
+		{`{"a":1,"b":2}`, true},
+		{`{"a":"x:y","b":{"c":1,"d":[1,{"e":":"}]}}`, true},
+		{`{"a":"\"}:{\"","b":"\\","c":"\\\":"}`, true},
+		{`{}`, true},
+		{`{"a":1,"a":2}`, false},
+		{`{"sub":"x","\u0073ub":"y"}`, false},
+		{`{"a":{"b":1,"b":2}}`, true}, // nested duplicates are the consumer's business
+		{`{"a":1,"b":{"x":"}"},"a":3}`, false},
+		{`[1,2]`, false},
+		{`null`, false},
+		{`{"a":1} {"b":2}`, false},
+		{`{"a":1`, false},
+	} {
+		_, err := decodeObject([]byte(tc.json))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: err %v, want ok %v", tc.json, err, tc.ok)
+		}
+	}
+}
