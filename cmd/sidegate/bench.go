@@ -86,8 +86,11 @@ const (
 	benchCookie        = "session"
 	benchLateThreshold = time.Millisecond // a send later than this fell behind
 	benchChildWait     = 20 * time.Second // start-up and readiness of a child
-	benchDrainWait     = 5 * time.Second  // in-flight calls after a run ends
 )
+
+// benchDrainWait is how long the calls in flight when a run ends are let
+// finish before they are cancelled and count as errors (a var for tests).
+var benchDrainWait = 5 * time.Second
 
 var benchModes = []string{"cached", "unique", "mixed"}
 
@@ -897,10 +900,16 @@ type runStats struct {
 	examples               []string
 }
 
-// answer checks one answer and records its latency.
-func (s *runStats) answer(t *target, resp *authv3.CheckResponse, err error, valid bool, lat time.Duration) {
-	s.n.Add(1)
-	s.hist.record(lat)
+// answer checks one answer and records its latency. An answer that came
+// after the measured window (measured false) is not counted, unless it is
+// an error (such as a call cancelled after the grace of drain).
+func (s *runStats) answer(t *target, resp *authv3.CheckResponse, err error, valid bool, lat time.Duration, measured bool) {
+	if measured {
+		s.n.Add(1)
+		s.hist.record(lat)
+	} else if err == nil {
+		return
+	}
 	var bad string
 	switch {
 	case err != nil:
@@ -970,8 +979,9 @@ func cpuReader(t *target) func() time.Duration {
 	}
 }
 
-// drain waits for a run's workers, and after benchDrainWait cancels
-// their calls (a stuck server must not hang the bench).
+// drain waits for a run's workers once it has stopped issuing requests,
+// and after benchDrainWait cancels the calls still in flight (a stuck
+// server must not hang the bench); those then count as errors.
 func drain(wg *sync.WaitGroup, cancel context.CancelFunc) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -986,13 +996,19 @@ func drain(wg *sync.WaitGroup, cancel context.CancelFunc) {
 }
 
 // closedLoop runs c workers, each sending its next request as soon as
-// the last one is answered, for d.
+// the last one is answered, for d. When d is up no new request is sent;
+// those in flight are let finish (see drain) but, answered after the
+// window, are not counted. A spent token pool ends the run early: the
+// requests already sent are then all counted, to the last answer.
 func closedLoop(ctx context.Context, t *target, src tokenSource, template *authv3.CheckRequest, c int, d time.Duration) runResult {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var s runStats
-	var stop atomic.Bool
+	var stop atomic.Bool // no new requests
+	var end atomic.Int64 // >0: the window closed this far into the run
 	var poolOut atomic.Int64
+	spent := make(chan struct{})
+	var spentOnce sync.Once
 	var wg sync.WaitGroup
 	go1 := make(chan struct{}) // all workers start together, once made
 	var start time.Time
@@ -1000,27 +1016,42 @@ func closedLoop(ctx context.Context, t *target, src tokenSource, template *authv
 		w, client := newWorker(template, i), t.clients[i%len(t.clients)]
 		wg.Go(func() {
 			<-go1
-			for !stop.Load() && ctx.Err() == nil {
+			for !stop.Load() {
 				tok, valid, ok := src.next()
 				if !ok {
 					poolOut.CompareAndSwap(0, int64(time.Since(start)))
 					stop.Store(true)
+					spentOnce.Do(func() { close(spent) })
 					return
 				}
 				w.set(tok)
 				t0 := time.Now()
 				resp, err := client.Check(ctx, w.req)
-				s.answer(t, resp, err, valid, time.Since(t0))
+				now := time.Now()
+				e := end.Load()
+				s.answer(t, resp, err, valid, now.Sub(t0), e == 0 || now.Sub(start) <= time.Duration(e))
 			}
 		})
 	}
 	cpu := cpuReader(t)
 	start = time.Now()
-	timer := time.AfterFunc(d, func() { stop.Store(true) })
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	close(go1)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	case <-spent:
+	}
+	if poolOut.Load() == 0 {
+		end.Store(max(int64(time.Since(start)), 1))
+	}
+	stop.Store(true)
 	drain(&wg, cancel)
 	elapsed := time.Since(start)
+	if e := end.Load(); e > 0 {
+		elapsed = time.Duration(e)
+	}
 	r := s.result(elapsed, cpu())
 	if po := time.Duration(poolOut.Load()); po > 0 {
 		r.poolOut = po
@@ -1058,7 +1089,10 @@ func openLoop(ctx context.Context, t *target, src tokenSource, template *authv3.
 			for j := range jobs {
 				w.set(j.token)
 				resp, err := client.Check(ctx, w.req)
-				s.answer(t, resp, err, j.valid, time.Since(start)-j.due)
+				// Every request sent in the window counts, however late
+				// its answer: leaving out the slowest would understate
+				// the latencies of a server that fell behind.
+				s.answer(t, resp, err, j.valid, time.Since(start)-j.due, true)
 			}
 		})
 	}

@@ -245,6 +245,89 @@ func TestBenchLoopsCheckDecisions(t *testing.T) {
 	}
 }
 
+// slowServer answers OK after delay, or gives up when the call is
+// cancelled.
+type slowServer struct {
+	authv3.UnimplementedAuthorizationServer
+	delay time.Duration
+}
+
+func (a slowServer) Check(ctx context.Context, _ *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	select {
+	case <-time.After(a.delay):
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{}}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func dialSlow(t *testing.T, delay time.Duration) *target {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, slowServer{delay: delay})
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	tg, err := dialTarget("sidegate", ln.Addr().String(), 2, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tg.close)
+	return tg
+}
+
+// TestBenchRunEndLetsCallsFinish: ending a run, longer than the grace for
+// calls in flight, stops sending but lets the calls in flight finish
+// (no "context canceled" errors); in the closed loop those answered after
+// the window are not counted. A call still unanswered after the grace is
+// an error.
+func TestBenchRunEndLetsCallsFinish(t *testing.T) {
+	defer func(w time.Duration) { benchDrainWait = w }(benchDrainWait)
+	benchDrainWait = 300 * time.Millisecond
+	template := benchRequest("x")
+	ctx := context.Background()
+
+	const delay, d, workers = 100 * time.Millisecond, time.Second, 16
+	tg := dialSlow(t, delay)
+	r := closedLoop(ctx, tg, repeatedToken("t"), template, workers, d)
+	if r.errors != 0 {
+		t.Errorf("closed: %d errors (%q), want 0", r.errors, r.examples)
+	}
+	// Each worker has at most d/delay answers inside the window; the one
+	// in flight when it closes is answered after it.
+	if maxN := int64(workers * (d / delay)); r.n == 0 || r.n > maxN {
+		t.Errorf("closed: %d answers counted, want 1..%d", r.n, maxN)
+	}
+	if r.elapsed < d || r.elapsed > d+delay/2 {
+		t.Errorf("closed: elapsed %s, want the window, %s", r.elapsed, d)
+	}
+	if got := r.hist.count(); got != uint64(r.n) {
+		t.Errorf("closed: histogram holds %d, want %d", got, r.n)
+	}
+
+	r = openLoop(ctx, tg, repeatedToken("t"), template, 200, 64, d)
+	if r.errors != 0 || r.n != 200 {
+		t.Errorf("open: %d answers, %d errors (%q); want 200 and 0", r.n, r.errors, r.examples)
+	}
+
+	stuck := dialSlow(t, time.Hour)
+	began := time.Now()
+	r = closedLoop(ctx, stuck, repeatedToken("t"), template, 4, 100*time.Millisecond)
+	if r.errors != 4 || r.n != 0 {
+		t.Errorf("closed, stuck server: %d answers, %d errors; want 0 and 4", r.n, r.errors)
+	}
+	r = openLoop(ctx, stuck, repeatedToken("t"), template, 100, 8, 50*time.Millisecond)
+	if r.errors != 5 || r.n != 5 {
+		t.Errorf("open, stuck server: %d sent, %d errors; want 5 and 5", r.n, r.errors)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Errorf("stuck server: runs took %s; the grace is %s", took, benchDrainWait)
+	}
+}
+
 // TestBenchPoolRunsOut: a spent pool ends the run early and says when.
 func TestBenchPoolRunsOut(t *testing.T) {
 	tg, err := dialTarget("sidegate", serveAnswers(t, codes.OK), 1, nil, true)
