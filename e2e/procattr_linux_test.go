@@ -10,3 +10,13 @@ import "syscall"
 func procAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// proxyProcAttr is procAttr for a proxy (nginx, caddy) that may fork
+// workers: the process also leads a new process group, so that its cleanup
+// can kill any worker left behind by the master.
+func proxyProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+}
+
+// killGroup sends SIGKILL to the process group led by pid.
+func killGroup(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) }

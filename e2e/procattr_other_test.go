@@ -7,3 +7,10 @@ import "syscall"
 // procAttr: only Linux can tie a child's life to its parent; elsewhere the
 // cleanups alone stop sidegate processes.
 func procAttr() *syscall.SysProcAttr { return nil }
+
+// proxyProcAttr: see the Linux version.
+func proxyProcAttr() *syscall.SysProcAttr { return nil }
+
+// killGroup: without process groups, the cleanup's kill of the process
+// itself has to do.
+func killGroup(int) {}
