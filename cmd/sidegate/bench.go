@@ -41,6 +41,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -48,6 +50,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
+
+	"github.com/sidegate/sidegate/revocation"
 )
 
 const benchUsage = `Usage: sidegate bench [flags]
@@ -72,6 +76,12 @@ Every sidegate answer is checked (valid allowed, invalid denied); any wrong
 decision or gRPC error makes the exit status 1. The result is a Markdown
 table on stdout (and in --out); progress goes to stderr.
 
+With --revocation, sidegate follows a NATS JetStream stream of revocations
+on an embedded server; --revoked N first fills that stream with N jti
+revocations (of tokens the bench never sends), so that sidegate starts by
+replaying them: the table then reports the publish and replay times and
+sidegate's memory with that denylist loaded.
+
 "sidegate bench floor [--listen ADDR]" runs the floor by itself (the bench
 starts it so).
 
@@ -86,6 +96,13 @@ const (
 	benchCookie        = "session"
 	benchLateThreshold = time.Millisecond // a send later than this fell behind
 	benchChildWait     = 20 * time.Second // start-up and readiness of a child
+	// benchMaxRevoked is revocation.capacity's upper bound.
+	benchMaxRevoked = 100_000_000
+	// benchDefaultCapacity is revocation.capacity's default.
+	benchDefaultCapacity = 1_000_000
+	// benchRevokedBatch is how many revocations are published before
+	// waiting for their acks (and the most in flight).
+	benchRevokedBatch = 10_000
 )
 
 // benchDrainWait is how long the calls in flight when a run ends are let
@@ -104,6 +121,7 @@ type benchOptions struct {
 	out               string
 	exe               string
 	revocation        bool
+	revoked           int
 	extraConfig       string
 	uniqueMaxRate     int
 	openWorkers       int
@@ -133,6 +151,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.out, "out", "", "also write the table to this file")
 	fs.StringVar(&o.exe, "exe", "", "sidegate binary to run as both children (default: this one)")
 	fs.BoolVar(&o.revocation, "revocation", false, "run an embedded NATS server and turn revocation on in sidegate")
+	fs.IntVar(&o.revoked, "revoked", 0, "with --revocation: publish this many jti revocations (of tokens the bench never sends) before sidegate starts, to load its denylist")
 	fs.StringVar(&o.extraConfig, "extra-config", "", "YAML merged over sidegate's generated configuration, e.g. 'tokens: {leeway: 0s}'")
 	fs.IntVar(&o.uniqueMaxRate, "unique-max-rate", 12000, "highest closed-loop rate expected in unique mode; sizes the token pool")
 	fs.IntVar(&o.openWorkers, "open-workers", 1000, "open-loop requests in flight at most; a send waiting for one falls behind")
@@ -177,6 +196,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		bad = append(bad, "--open-workers must be at least 1")
 	case o.uniqueMaxRate < 1:
 		bad = append(bad, "--unique-max-rate must be at least 1")
+	case o.revoked < 0 || o.revoked > benchMaxRevoked:
+		bad = append(bad, fmt.Sprintf("--revoked must be from 0 to %d", benchMaxRevoked))
+	case o.revoked > 0 && !o.revocation:
+		bad = append(bad, "--revoked needs --revocation")
 	}
 	if len(bad) > 0 {
 		for _, b := range bad {
@@ -698,6 +721,8 @@ type child struct {
 	tail     []string       // last log lines, for error messages
 	warnings map[string]int // WARN and ERROR messages, counted
 	sent     bool
+	// replayTook is the "took" of sidegate's "replay complete" log line.
+	replayTook string
 }
 
 func startChild(name, exe string, args ...string) (*child, error) {
@@ -723,6 +748,14 @@ func (c *child) logLine(line string) {
 	defer c.mu.Unlock()
 	if c.tail = append(c.tail, line); len(c.tail) > 20 {
 		c.tail = c.tail[1:]
+	}
+	if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, "revocation: replay complete") {
+		switch took := rec["took"].(type) {
+		case float64: // slog's JSON handler writes durations in ns
+			c.replayTook = time.Duration(took).Round(time.Millisecond).String()
+		case string:
+			c.replayTook = took
+		}
 	}
 	if lvl, _ := rec["level"].(string); lvl == "WARN" || lvl == "ERROR" {
 		msg, _ := rec["msg"].(string)
@@ -833,14 +866,15 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
-// procPeakRSS is VmHWM from /proc/PID/status, or "" when unknown.
-func procPeakRSS(pid int) string {
+// procStatusMiB is a memory field of /proc/PID/status (VmHWM: peak RSS;
+// VmRSS: RSS now) in MiB, or "" when unknown.
+func procStatusMiB(pid int, field string) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return ""
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			if kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB")); err == nil {
 				return fmt.Sprintf("%.0f MiB", float64(kb)/1024)
 			}
@@ -1204,7 +1238,13 @@ func (o *benchOptions) sidegateConfig(issuer, natsURL string) ([]byte, error) {
 		"forward": map[string]any{"claims": map[string]any{"x-user-id": "sub", "x-user-email": "email"}},
 	}
 	if natsURL != "" {
-		cfg["revocation"] = map[string]any{"nats": map[string]any{"url": natsURL, "create_stream": true}}
+		rev := map[string]any{"nats": map[string]any{"url": natsURL, "create_stream": true}}
+		// The denylist is sized for at least the --revoked entries it
+		// will hold (sidegate's default, a million, when that is more).
+		if o.revoked > benchDefaultCapacity {
+			rev["capacity"] = o.revoked
+		}
+		cfg["revocation"] = rev
 	}
 	if o.extraConfig != "" {
 		var extra map[string]any
@@ -1291,6 +1331,12 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	var revoked revokedStats
+	if o.revoked > 0 {
+		if revoked, err = o.publishRevoked(ctx, cfgData, is.url); err != nil {
+			return rep, err
+		}
+	}
 	dir, err := os.MkdirTemp("", "sidegate-bench-")
 	if err != nil {
 		return rep, err
@@ -1306,6 +1352,7 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 		return rep, err
 	}
 	defer fp.stop()
+	sgStart := time.Now()
 	sp, err := startChild("sidegate", o.exe, "serve", "--config", cfgPath, "--log-format", "json", "--log-level", o.sidegateLogLevel)
 	if err != nil {
 		return rep, err
@@ -1322,8 +1369,25 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 	if sp.admin = sa["admin"]; sp.admin == "" {
 		return rep, errors.New("bench: sidegate did not log its admin address")
 	}
-	if err := waitSidegateReady(ctx, sp, "http://"+sp.admin+"/readyz"); err != nil {
+	// A full denylist is replayed before /readyz answers 200: allow
+	// for it, about 50 µs an event at worst.
+	readyWait := benchChildWait + time.Duration(o.revoked)*50*time.Microsecond
+	if o.revoked > 0 {
+		o.logf("sidegate (pid %d) replaying %d revocations…", sp.cmd.Process.Pid, o.revoked)
+	}
+	if err := waitSidegateReady(ctx, sp, "http://"+sp.admin+"/readyz", readyWait); err != nil {
 		return rep, err
+	}
+	readyAfter := time.Since(sgStart)
+	readyRSS := procStatusMiB(sp.cmd.Process.Pid, "VmRSS")
+	readyPeak := procStatusMiB(sp.cmd.Process.Pid, "VmHWM") // start-up (and replay) only
+	if o.revoked > 0 {
+		sp.mu.Lock()
+		revoked.replayTook = sp.replayTook
+		sp.mu.Unlock()
+		revoked.entries = sidegateMetric(ctx, sp.admin, `sidegate_revocation_entries{kind="jti"}`)
+		o.logf("sidegate ready %s after its start (replay took %s by its log), %s jti entries in its denylist; RSS now %s, peak so far %s",
+			readyAfter.Round(time.Millisecond), orDash(revoked.replayTook), orDash(revoked.entries), orDash(readyRSS), orDash(readyPeak))
 	}
 	floor, err := dialTarget("floor", fa["grpc"], o.conns, fp, false)
 	if err != nil {
@@ -1406,7 +1470,8 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 	env := benchEnv{
 		tokenLen: len(validTok), reqSize: proto.Size(template), headers: len(template.Attributes.Request.Http.Headers),
 		pool: len(pool), poolUsed: uniqueUsed, mintTime: mintTime,
-		floorRSS: procPeakRSS(floor.proc.cmd.Process.Pid), sidegateRSS: procPeakRSS(sg.proc.cmd.Process.Pid),
+		floorRSS: procStatusMiB(floor.proc.cmd.Process.Pid, "VmHWM"), sidegateRSS: procStatusMiB(sg.proc.cmd.Process.Pid, "VmHWM"),
+		sidegateReadyRSS: readyRSS, sidegateReadyPeak: readyPeak, sidegateReady: readyAfter, revoked: revoked,
 		jwksFetches: is.fetches.Load(), decisions: sidegateDecisions(ctx, sg),
 		revocation: natsURL != "", elapsed: time.Since(began),
 	}
@@ -1424,9 +1489,10 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 	return rep, nil
 }
 
-// waitSidegateReady polls sidegate's /readyz until it answers 200.
-func waitSidegateReady(ctx context.Context, c *child, url string) error {
-	deadline := time.Now().Add(benchChildWait)
+// waitSidegateReady polls sidegate's /readyz until it answers 200, for
+// up to wait.
+func waitSidegateReady(ctx context.Context, c *child, url string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	client := &http.Client{Timeout: time.Second}
 	last := ""
 	for time.Now().Before(deadline) {
@@ -1450,7 +1516,7 @@ func waitSidegateReady(ctx context.Context, c *child, url string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("bench: sidegate not ready after %s: %s; its log:\n%s", benchChildWait, last, c.logTail())
+	return fmt.Errorf("bench: sidegate not ready after %s: %s; its log:\n%s", wait, last, c.logTail())
 }
 
 // run is one warm-up and one measured run of load against t.
@@ -1500,6 +1566,10 @@ type benchEnv struct {
 	pool, poolUsed             int
 	mintTime                   time.Duration
 	floorRSS, sidegateRSS      string
+	sidegateReadyRSS           string        // VmRSS once ready, before any load
+	sidegateReadyPeak          string        // VmHWM then: start-up's peak
+	sidegateReady              time.Duration // from its start to /readyz 200
+	revoked                    revokedStats
 	jwksFetches                int64
 	decisions                  []string
 	warnings                   []string
@@ -1647,7 +1717,13 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 	if env.pool > 0 {
 		fmt.Fprintf(w, "- unique tokens: %d minted in %s (before any timing), %d sent to sidegate\n", env.pool, env.mintTime.Round(100*time.Millisecond), env.poolUsed)
 	}
-	fmt.Fprintf(w, "- peak RSS (VmHWM): floor %s, sidegate %s; JWKS fetched %d time(s)\n", orDash(env.floorRSS), orDash(env.sidegateRSS), env.jwksFetches)
+	if r := env.revoked; r.n > 0 {
+		fmt.Fprintf(w, "- denylist: %d jti revocations published to the embedded stream in %s (%.0f/s) before sidegate started; sidegate ready %s after its start (replay took %s by its log) with %s jti entries in its denylist; revocation.capacity %d\n",
+			r.n, r.publish.Round(time.Millisecond), float64(r.n)/max(r.publish.Seconds(), 1e-9),
+			env.sidegateReady.Round(time.Millisecond), orDash(r.replayTook), orDash(r.entries), r.capacity)
+	}
+	fmt.Fprintf(w, "- peak RSS (VmHWM): floor %s, sidegate %s; sidegate once ready, before load: RSS (VmRSS) %s, peak so far %s; JWKS fetched %d time(s)\n",
+		orDash(env.floorRSS), orDash(env.sidegateRSS), orDash(env.sidegateReadyRSS), orDash(env.sidegateReadyPeak), env.jwksFetches)
 	if len(env.decisions) > 0 {
 		fmt.Fprintf(w, "- sidegate's own count: %s\n", strings.Join(env.decisions, ", "))
 	}
@@ -1671,6 +1747,29 @@ func maps2lines(m map[string]int) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// sidegateMetric is the value of one series (name and labels, as
+// /metrics writes them) from sidegate's /metrics, or "" when absent.
+func sidegateMetric(ctx context.Context, admin, series string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			if f, err := strconv.ParseFloat(strings.Fields(v)[0], 64); err == nil {
+				return strconv.FormatFloat(f, 'f', -1, 64)
+			}
+		}
+	}
+	return ""
 }
 
 // sidegateDecisions reads sidegate_decisions_total from its /metrics, as
@@ -1712,4 +1811,143 @@ func sidegateDecisions(ctx context.Context, sg *target) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// ---- a full denylist (--revoked) ----
+
+// revokedStats is what --revoked did.
+type revokedStats struct {
+	n          int
+	capacity   int           // revocation.capacity of the generated configuration
+	publish    time.Duration // publishing all n, acks included
+	replayTook string        // sidegate's own replay time, from its log
+	entries    string        // jti entries in sidegate's denylist once ready, by its metrics
+}
+
+// publishRevoked fills the revocation stream of the generated
+// configuration cfgData with o.revoked jti revocations for issuer, before
+// sidegate starts, so that its start-up replay loads them all. Their jtis
+// (bench-revoked-N) are none of the bench's tokens, and they expire in an
+// hour. The stream is created as sidegate would create it, and checked to
+// keep them all.
+func (o *benchOptions) publishRevoked(ctx context.Context, cfgData []byte, issuer string) (revokedStats, error) {
+	st := revokedStats{n: o.revoked}
+	cfg, err := ParseConfig(cfgData)
+	if err != nil {
+		return st, err
+	}
+	st.capacity = cfg.Revocation.Capacity
+	if st.capacity < o.revoked {
+		o.logf("note: revocation.capacity %d (from --extra-config) is below --revoked %d: the denylist grows past it", st.capacity, o.revoked)
+	}
+	opts, err := cfg.natsOptions("sidegate bench")
+	if err != nil {
+		return st, err
+	}
+	nc, err := revocation.Connect(opts, nil, nats.RetryOnFailedConnect(false))
+	if err != nil {
+		return st, err
+	}
+	defer nc.Close()
+	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(benchRevokedBatch),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, &err)
+		}))
+	if err != nil {
+		return st, err
+	}
+	stream, err := revocation.EnsureStream(ctx, js, opts)
+	if err != nil {
+		return st, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return st, fmt.Errorf("bench: stream %q: %w", opts.Stream, err)
+	}
+	if err := benchStreamHolds(info, o.revoked); err != nil {
+		return st, err
+	}
+	before := info.State.Msgs
+
+	exp := time.Now().Add(time.Hour).Unix()
+	event := func(i int) revocation.Event {
+		return revocation.Event{Kind: revocation.KindJTI, Iss: issuer, Value: "bench-revoked-" + strconv.Itoa(i), Exp: exp}
+	}
+	o.logf("publishing %d jti revocations to stream %s (subject %s)…", o.revoked, opts.Stream, opts.Subject)
+	t0 := time.Now()
+	// The first through the helper, which checks the event as the
+	// subscribers will and explains a stream that is not there; the
+	// others, of the same shape, asynchronously in batches.
+	if _, err := revocation.Publish(ctx, js, opts.Subject, event(0)); err != nil {
+		return st, err
+	}
+	step := max(o.revoked/10, benchRevokedBatch)
+	lastReport := 1
+	for i := 1; i < o.revoked; {
+		end := min(i+benchRevokedBatch, o.revoked)
+		for ; i < end; i++ {
+			data, err := event(i).MarshalJSON()
+			if err != nil {
+				return st, err
+			}
+			if _, err := js.PublishAsync(opts.Subject, data); err != nil {
+				return st, fmt.Errorf("bench: publish revocation %d: %w", i, err)
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(30 * time.Second):
+			return st, fmt.Errorf("bench: %d revocations still unacknowledged after 30s", js.PublishAsyncPending())
+		}
+		if e := firstErr.Load(); e != nil {
+			return st, fmt.Errorf("bench: %d revocation(s) not stored: %w", failed.Load(), *e)
+		}
+		if i-lastReport >= step || i == o.revoked {
+			lastReport = i
+			o.logf("  %d/%d published (%s)", i, o.revoked, time.Since(t0).Round(100*time.Millisecond))
+		}
+	}
+	st.publish = time.Since(t0)
+	if info, err = stream.Info(ctx); err != nil {
+		return st, fmt.Errorf("bench: stream %q: %w", opts.Stream, err)
+	}
+	if got := info.State.Msgs - before; got != uint64(o.revoked) {
+		return st, fmt.Errorf("bench: stream %q holds %d new messages, want %d: check its limits", opts.Stream, got, o.revoked)
+	}
+	o.logf("published %d revocations in %s (%.0f/s), stream %s now %.0f MiB",
+		o.revoked, st.publish.Round(time.Millisecond), float64(o.revoked)/st.publish.Seconds(), opts.Stream, float64(info.State.Bytes)/(1<<20))
+	return st, nil
+}
+
+// benchStreamHolds checks that the stream's limits keep n more
+// revocations of an hour's lifetime on top of what it holds: with the
+// discard-old policy a limit would drop the first ones silently.
+func benchStreamHolds(info *jetstream.StreamInfo, n int) error {
+	c, have := info.Config, info.State.Msgs
+	need := have + uint64(n)
+	var bad []string
+	if c.MaxMsgs > 0 && uint64(c.MaxMsgs) < need {
+		bad = append(bad, fmt.Sprintf("max_msgs %d", c.MaxMsgs))
+	}
+	if c.MaxMsgsPerSubject > 0 && uint64(c.MaxMsgsPerSubject) < need {
+		bad = append(bad, fmt.Sprintf("max_msgs_per_subject %d", c.MaxMsgsPerSubject))
+	}
+	// An event is about 100 bytes; a stored message, with the subject
+	// and the store's own header, under 200.
+	if c.MaxBytes > 0 && uint64(c.MaxBytes) < info.State.Bytes+uint64(n)*200 {
+		bad = append(bad, fmt.Sprintf("max_bytes %d", c.MaxBytes))
+	}
+	if c.MaxAge > 0 && c.MaxAge < time.Hour {
+		bad = append(bad, fmt.Sprintf("max_age %s", c.MaxAge))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("bench: stream %q cannot keep %d more revocations (%s)", c.Name, n, strings.Join(bad, ", "))
+	}
+	return nil
 }

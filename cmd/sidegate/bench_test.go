@@ -22,6 +22,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/nats-io/nats.go/jetstream"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -55,6 +56,39 @@ func TestBench(t *testing.T) {
 	bin := buildSidegate(t)
 	t.Run("smoke", func(t *testing.T) { testBenchSmoke(t, bin) })
 	t.Run("misconfigured sidegate", func(t *testing.T) { testBenchMisconfigured(t, bin) })
+	t.Run("revoked", func(t *testing.T) { testBenchRevoked(t, bin) })
+}
+
+// testBenchRevoked: --revoked fills the stream before sidegate starts,
+// sidegate replays all of it before it is ready, and the bench's own
+// tokens, none revoked, are still allowed.
+func testBenchRevoked(t *testing.T, bin string) {
+	code, stdout, stderr := runCmd(t, "bench", "--exe", bin,
+		"--duration", "200ms", "--warmup", "50ms", "--rounds", "1",
+		"--concurrency", "2", "--conns", "1", "--rates", "",
+		"--modes", "cached", "--revocation", "--revoked", "2000")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	}
+	for _, want := range []string{
+		"- wrong decisions: 0; gRPC errors: 0",
+		"- denylist: 2000 jti revocations published to the embedded stream in ",
+		" with 2000 jti entries in its denylist; revocation.capacity 1000000",
+		"revocation on (embedded NATS)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if regexpFind(`replay took (\d[^ ]*) by its log`, stdout) == "" {
+		t.Errorf("no replay time from sidegate's log:\n%s", stdout)
+	}
+	if runtime.GOOS == "linux" && regexpFind(`once ready, before load: RSS \(VmRSS\) (\d+) MiB, peak so far \d+ MiB`, stdout) == "" {
+		t.Errorf("no RSS once ready:\n%s", stdout)
+	}
+	if !strings.Contains(stdout, "| cached | closed, 2 workers / 1 conns |") || !strings.HasSuffix(regexpFind(`(\| cached \|[^\n]*)`, stdout), "| 0 |") {
+		t.Errorf("no cached row with 0 wrong:\n%s", stdout)
+	}
 }
 
 // testBenchSmoke checks the table's shape and the decisions, never the
@@ -165,6 +199,9 @@ func TestBenchFlags(t *testing.T) {
 		{"--rates", "1000,abc"},
 		{"--rounds", "0"},
 		{"--concurrency", "0", "--rates", ""},
+		{"--revoked", "10"},
+		{"--revocation", "--revoked", "-1"},
+		{"--revocation", "--revoked", "100000001"},
 		{"extra"},
 	} {
 		if code, _, stderr := runCmd(t, append([]string{"bench"}, args...)...); code != 2 || !strings.Contains(stderr, "sidegate bench") {
@@ -420,4 +457,25 @@ func verifyRS256(pub *rsa.PublicKey, token string) error {
 	}
 	digest := sha256.Sum256([]byte(token[:i]))
 	return rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], sig)
+}
+
+func TestBenchStreamHolds(t *testing.T) {
+	info := func(c jetstream.StreamConfig, msgs uint64) *jetstream.StreamInfo {
+		c.Name = "S"
+		return &jetstream.StreamInfo{Config: c, State: jetstream.StreamState{Msgs: msgs, Bytes: msgs * 150}}
+	}
+	unlimited := jetstream.StreamConfig{MaxMsgs: -1, MaxBytes: -1, MaxMsgsPerSubject: -1, MaxAge: 48 * time.Hour}
+	if err := benchStreamHolds(info(unlimited, 5), 1_000_000); err != nil {
+		t.Errorf("unlimited stream: %v", err)
+	}
+	for name, c := range map[string]jetstream.StreamConfig{
+		"max_msgs":             {MaxMsgs: 1_000_000},
+		"max_msgs_per_subject": {MaxMsgsPerSubject: 1000},
+		"max_bytes":            {MaxBytes: 1 << 20},
+		"max_age":              {MaxAge: time.Minute},
+	} {
+		if err := benchStreamHolds(info(c, 5), 1_000_000); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: error %v, want one naming it", name, err)
+		}
+	}
 }
