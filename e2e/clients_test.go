@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,9 +30,14 @@ func httpClient(t *testing.T) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
-// get sends a GET with the given headers and returns status, headers and body.
-func get(c *http.Client, url string, headers map[string]string) (int, http.Header, string, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+// do sends a request with the given headers and body, and returns status,
+// headers and body.
+func do(c *http.Client, method, url string, headers map[string]string, body []byte) (int, http.Header, string, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, r)
 	if err != nil {
 		return 0, nil, "", err
 	}
@@ -43,8 +49,13 @@ func get(c *http.Client, url string, headers map[string]string) (int, http.Heade
 		return 0, nil, "", err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, resp.Header, string(body), err
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, resp.Header, string(raw), err
+}
+
+// get sends a GET with the given headers and returns status, headers and body.
+func get(c *http.Client, url string, headers map[string]string) (int, http.Header, string, error) {
+	return do(c, http.MethodGet, url, headers, nil)
 }
 
 // dialGRPC opens a client connection over real TCP, closed at test end.

@@ -451,24 +451,3 @@ func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, s
 	report(t, "%d requests through %s in %s (sidegate, %s and upstream started within)", requests, name, time.Since(began).Round(100*time.Millisecond), name)
 }
 
-// do sends a request with the given headers and body.
-func do(c *http.Client, method, url string, headers map[string]string, body []byte) (int, http.Header, string, error) {
-	var r io.Reader
-	if body != nil {
-		r = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, r)
-	if err != nil {
-		return 0, nil, "", err
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, "", err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return resp.StatusCode, resp.Header, string(raw), err
-}
