@@ -450,4 +450,3 @@ func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, s
 
 	report(t, "%d requests through %s in %s (sidegate, %s and upstream started within)", requests, name, time.Since(began).Round(100*time.Millisecond), name)
 }
-
