@@ -132,6 +132,23 @@ func benchClaims(f *fixture, n int) map[string]any {
 	return c
 }
 
+// BenchmarkDecideMiss is a full decision (no cache) for the realistic
+// ~700-byte RS256 token that `sidegate bench` sends: what every new token
+// costs.
+func BenchmarkDecideMiss(b *testing.B) {
+	f := newFixture(b, nil)
+	headers := bearer(f.token(b, "RS256", benchClaims(f, 1), nil))
+	if d := f.decide(headers); !d.Allowed {
+		b.Fatal(d.Err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := f.decide(headers); !d.Allowed {
+			b.Fatal(d.Err)
+		}
+	}
+}
+
 // BenchmarkDecideCached is a decision for a token already verified: the
 // cache hit every repeated request takes (hash, shard lookup, key check,
 // identity headers already built).

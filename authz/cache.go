@@ -311,7 +311,7 @@ func (e *Engine) check(ctx context.Context, tok string, now time.Time) (*Claims,
 	// instead of 2.5 KB.
 	c.payload = strings.Clone(c.payload)
 	kept := *c
-	kept.Raw = nil
+	kept.claims = nil
 	v := &verified{entry: entry{key: k, until: e.cacheUntil(c, ns)}, claims: &kept, jwk: c.jwk, headers: e.identityHeaders(c)}
 	e.cache.put(v)
 	return c, v, nil

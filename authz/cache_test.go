@@ -120,7 +120,7 @@ func TestCacheHitSkipsVerification(t *testing.T) {
 	first := cf.expect(t, bearer(tok), "ok", 1)
 	for range 3 {
 		d := cf.expect(t, bearer(tok), "ok", 0)
-		if d.Claims.Subject != "user-1" || d.Claims.Issuer != testIss || d.Claims.Raw != nil ||
+		if d.Claims.Subject != "user-1" || d.Claims.Issuer != testIss || d.Claims.claims != nil ||
 			fmt.Sprint(d.Headers) != fmt.Sprint(first.Headers) {
 			t.Fatalf("hit: claims %+v, headers %v (first %v)", d.Claims, d.Headers, first.Headers)
 		}

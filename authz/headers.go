@@ -10,7 +10,7 @@ import (
 func (e *Engine) identityHeaders(c *Claims) []Header {
 	out := make([]Header, 0, len(e.identity))
 	for _, f := range e.cfg.ForwardClaims {
-		v, ok := lookupClaim(c.Raw, f.Claim)
+		v, ok := c.Claim(f.Claim)
 		if !ok || v == nil {
 			continue
 		}
@@ -27,15 +27,23 @@ func (e *Engine) identityHeaders(c *Claims) []Header {
 	return out
 }
 
-// lookupClaim finds a claim by exact name first (names such as
-// "https://example.com/roles" contain dots), then as a dotted path into
-// nested objects.
-func lookupClaim(raw map[string]any, name string) (any, bool) {
-	if v, ok := raw[name]; ok {
+// Claim returns a claim of a token verified by this decision, as
+// encoding/json decodes it with UseNumber, by exact name first (names such
+// as "https://example.com/roles" contain dots), then as a dotted path into
+// nested objects. Claims served from the verified-token cache have none.
+func (c *Claims) Claim(name string) (any, bool) {
+	if v, ok := c.claims.decode(name); ok {
 		return v, true
 	}
-	var cur any = raw
-	for part := range strings.SplitSeq(name, ".") {
+	first, rest, nested := strings.Cut(name, ".")
+	if !nested {
+		return nil, false
+	}
+	cur, ok := c.claims.decode(first)
+	if !ok {
+		return nil, false
+	}
+	for part := range strings.SplitSeq(rest, ".") {
 		m, ok := cur.(map[string]any)
 		if !ok {
 			return nil, false

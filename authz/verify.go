@@ -1,21 +1,13 @@
 package authz
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/sidegate/sidegate/jwks"
 )
@@ -31,10 +23,10 @@ type Claims struct {
 	Expiry, NotBefore, IssuedAt float64
 	KeyID                       string
 	Algorithm                   string
-	// Raw holds every claim, numbers as json.Number, when the token was
-	// verified by this decision; nil on claims served from the
-	// verified-token cache.
-	Raw map[string]any
+	// claims are every claim of the token, as JSON text, when the token
+	// was verified by this decision; nil on claims served from the
+	// verified-token cache, which keeps only what it needs.
+	claims object
 	// payload is the base64url payload segment of the token: the exact
 	// verified bytes, already in the encoding payload_header forwards.
 	payload string
@@ -126,125 +118,50 @@ type tokenHeader struct {
 	alg, kid, typ string
 }
 
+// decodeSegment decodes a header or payload segment and parses it as one
+// JSON object.
+func decodeSegment(seg string) (object, error) {
+	raw, err := b64.DecodeString(seg)
+	if err != nil {
+		return nil, fmt.Errorf("not base64url: %v", err)
+	}
+	return parseObject(string(raw))
+}
+
 // parseHeader decodes and checks the protected header. Duplicate member
 // names are refused (RFC 7515 §5.2), so no other parser can read a
 // different alg or kid from the same bytes.
 func parseHeader(seg string) (tokenHeader, error) {
-	raw, err := b64.DecodeString(seg)
-	if err != nil {
-		return tokenHeader{}, fmt.Errorf("%w: header is not base64url: %v", ErrMalformed, err)
-	}
-	members, err := decodeObject(raw)
+	members, err := decodeSegment(seg)
 	if err != nil {
 		return tokenHeader{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	for _, name := range keyHeaders {
-		if _, ok := members[name]; ok {
+		if members.has(name) {
 			return tokenHeader{}, fmt.Errorf("%w: %q", ErrForbiddenHeader, name)
 		}
 	}
 	// No extension is understood, so any crit is refused (RFC 7515
 	// §4.1.11); b64=false (RFC 7797) changes what is signed.
 	for _, name := range []string{"crit", "b64"} {
-		if _, ok := members[name]; ok {
+		if members.has(name) {
 			return tokenHeader{}, fmt.Errorf("%w: %q", ErrForbiddenHeader, name)
 		}
 	}
 	var h tokenHeader
-	if h.alg, _ = members["alg"].(string); h.alg == "" {
+	if h.alg, _, err = members.stringMember("alg"); err != nil || h.alg == "" {
 		return tokenHeader{}, fmt.Errorf("%w: alg missing or not a string", ErrMalformed)
 	}
 	if strings.EqualFold(h.alg, "none") {
 		return tokenHeader{}, fmt.Errorf("%w: alg none", ErrAlgorithm)
 	}
-	if h.kid, _ = members["kid"].(string); h.kid == "" {
+	if h.kid, _, err = members.stringMember("kid"); err != nil || h.kid == "" {
 		return tokenHeader{}, fmt.Errorf("%w: kid missing, empty or not a string", ErrMissingKeyID)
 	}
-	if typ, ok := members["typ"]; ok {
-		if h.typ, ok = typ.(string); !ok {
-			return tokenHeader{}, fmt.Errorf("%w: typ is not a string", ErrMalformed)
-		}
+	if h.typ, _, err = members.stringMember("typ"); err != nil {
+		return tokenHeader{}, fmt.Errorf("%w: typ is not a string", ErrMalformed)
 	}
 	return h, nil
-}
-
-// decodeObject decodes one JSON object, numbers as json.Number, refusing
-// duplicate member names at its top level and trailing data. Duplicates are
-// refused in the payload too: payload_header forwards the exact bytes, and
-// an upstream parser that keeps the first of two "sub" members must not
-// read a different user than the one sidegate verified.
-func decodeObject(data []byte) (map[string]any, error) {
-	// JSON is UTF-8 (RFC 8259 §8.1); encoding/json would quietly turn
-	// invalid bytes into U+FFFD, and the claims would differ from the
-	// verified bytes that payload_header forwards.
-	if !utf8.Valid(data) {
-		return nil, errors.New("not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var members map[string]any
-	if err := dec.Decode(&members); err != nil {
-		return nil, err
-	}
-	if members == nil {
-		return nil, errors.New("not a JSON object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the object")
-	}
-	// The map keeps one of two members with the same name (spelled the
-	// same or not, as "sub" and "\u0073ub"): counting the members in the
-	// text finds them. One Decode and a scan cost a fifth of decoding
-	// member by member with Token.
-	if n := topLevelMembers(data); n != len(members) {
-		return nil, errors.New("duplicate member name")
-	}
-	return members, nil
-}
-
-// topLevelMembers counts the members of the JSON object in data, which
-// encoding/json has already accepted: the colons outside strings at depth
-// one.
-func topLevelMembers(data []byte) int {
-	n, depth, inString := 0, 0, false
-	for i := 0; i < len(data); i++ {
-		c := data[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++ // the escaped byte cannot end the string
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-		case ':':
-			if depth == 1 {
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// parsePayload decodes the (not yet verified) payload into claims.
-func parsePayload(seg string) (map[string]any, error) {
-	raw, err := b64.DecodeString(seg)
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload is not base64url: %v", ErrMalformed, err)
-	}
-	claims, err := decodeObject(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	return claims, nil
 }
 
 // verify checks one token completely: shape, header, issuer, key, algorithm,
@@ -259,17 +176,17 @@ func (e *Engine) verify(ctx context.Context, tok string, now time.Time) (*Claims
 		return nil, err
 	}
 	hseg, rest, _ := strings.Cut(tok, ".")
-	pseg, _, _ := strings.Cut(rest, ".")
+	pseg, sseg, _ := strings.Cut(rest, ".")
 	h, err := parseHeader(hseg)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := parsePayload(pseg)
+	claims, err := decodeSegment(pseg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	iss, ok := raw["iss"].(string)
-	if !ok {
+	iss, ok, err := claims.stringMember("iss")
+	if !ok || err != nil {
 		return nil, fmt.Errorf("%w: iss missing or not a string", ErrInvalidClaims)
 	}
 	pol, ok := e.issuers[iss]
@@ -293,14 +210,13 @@ func (e *Engine) verify(ctx context.Context, tok string, now time.Time) (*Claims
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", ErrUnknownKey, err)
 	}
-	alg, ok := key.Algorithm(h.alg)
-	if !ok {
+	if _, ok := key.Algorithm(h.alg); !ok {
 		return nil, fmt.Errorf("%w: key %q is not for %s", ErrAlgorithm, h.kid, h.alg)
 	}
-	if _, err := jws.VerifyCompactFast(key.Public, []byte(tok), alg); err != nil {
+	if err := verifySignature(key.Public, h.alg, tok[:len(hseg)+1+len(pseg)], sseg); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	c := &Claims{Issuer: iss, KeyID: h.kid, Algorithm: h.alg, Raw: raw, payload: pseg, jwk: key}
+	c := &Claims{Issuer: iss, KeyID: h.kid, Algorithm: h.alg, claims: claims, payload: pseg, jwk: key}
 	if err := e.checkClaims(c, pol, now); err != nil {
 		return nil, err
 	}
@@ -310,22 +226,22 @@ func (e *Engine) verify(ctx context.Context, tok string, now time.Time) (*Claims
 // checkClaims applies RFC 7519 §4.1 and RFC 8725 to verified claims.
 func (e *Engine) checkClaims(c *Claims, pol Issuer, now time.Time) error {
 	var err error
-	if c.Expiry, err = numericDate(c.Raw, "exp", true); err != nil {
+	if c.Expiry, err = numericDate(c.claims, "exp", true); err != nil {
 		return err
 	}
-	if c.NotBefore, err = numericDate(c.Raw, "nbf", false); err != nil {
+	if c.NotBefore, err = numericDate(c.claims, "nbf", false); err != nil {
 		return err
 	}
-	if c.IssuedAt, err = numericDate(c.Raw, "iat", e.cfg.RequireIssuedAt); err != nil {
+	if c.IssuedAt, err = numericDate(c.claims, "iat", e.cfg.RequireIssuedAt); err != nil {
 		return err
 	}
-	if c.Subject, err = optionalString(c.Raw, "sub"); err != nil {
-		return err
+	if c.Subject, _, err = c.claims.stringMember("sub"); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidClaims, err)
 	}
-	if c.ID, err = optionalString(c.Raw, "jti"); err != nil {
-		return err
+	if c.ID, _, err = c.claims.stringMember("jti"); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidClaims, err)
 	}
-	if c.Audience, err = audience(c.Raw["aud"]); err != nil {
+	if c.Audience, err = audience(c.claims); err != nil {
 		return err
 	}
 	nowSec := float64(now.UnixNano()) / 1e9
@@ -378,47 +294,35 @@ func trimApplication(t string) string {
 
 // numericDate reads a NumericDate claim: a positive, finite JSON number.
 // Strings, dates and other types are refused, not coerced.
-func numericDate(raw map[string]any, name string, required bool) (float64, error) {
-	v, ok := raw[name]
+func numericDate(claims object, name string, required bool) (float64, error) {
+	v, ok := claims.get(name)
 	if !ok {
 		if required {
 			return 0, fmt.Errorf("%w: %s is required", ErrInvalidClaims, name)
 		}
 		return 0, nil
 	}
-	n, ok := v.(json.Number)
+	f, ok := numericDateValue(v)
 	if !ok {
-		return 0, fmt.Errorf("%w: %s is not a number", ErrInvalidClaims, name)
-	}
-	f, err := strconv.ParseFloat(string(n), 64)
-	if err != nil || math.IsInf(f, 0) || f <= 0 {
 		return 0, fmt.Errorf("%w: %s is not a positive finite number", ErrInvalidClaims, name)
 	}
 	return f, nil
 }
 
-func optionalString(raw map[string]any, name string) (string, error) {
-	v, ok := raw[name]
-	if !ok {
-		return "", nil
-	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fmt.Errorf("%w: %s is not a string", ErrInvalidClaims, name)
-	}
-	return s, nil
-}
-
 // audience reads aud: one string or an array of strings (RFC 7519 §4.1.3).
-func audience(v any) ([]string, error) {
-	switch v := v.(type) {
+func audience(claims object) ([]string, error) {
+	v, ok := claims.get("aud")
+	if !ok {
+		return nil, nil
+	}
+	switch d := decodeValue(v).(type) {
 	case nil:
 		return nil, nil
 	case string:
-		return []string{v}, nil
+		return []string{d}, nil
 	case []any:
-		out := make([]string, 0, len(v))
-		for _, a := range v {
+		out := make([]string, 0, len(d))
+		for _, a := range d {
 			s, ok := a.(string)
 			if !ok {
 				return nil, fmt.Errorf("%w: aud holds a non-string", ErrInvalidClaims)

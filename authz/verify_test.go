@@ -132,11 +132,11 @@ func verifySegs(tb testing.TB, tok string) (h, p, s string) {
 	return parts[0], parts[1], parts[2]
 }
 
-// verifySignature signs input with key under alg using the standard
+// signInput signs input with key under alg using the standard
 // library: PKCS#1 v1.5, PSS, ECDSA (deterministic, RFC 6979, as r||s) or
 // Ed25519. It lets a test sign any signing input, including ones whose
 // segments are not canonical base64url.
-func verifySignature(tb testing.TB, key crypto.Signer, alg string, input []byte) []byte {
+func signInput(tb testing.TB, key crypto.Signer, alg string, input []byte) []byte {
 	tb.Helper()
 	if alg == "EdDSA" {
 		return ed25519.Sign(key.(ed25519.PrivateKey), input)
@@ -154,7 +154,7 @@ func verifySignature(tb testing.TB, key crypto.Signer, alg string, input []byte)
 		d := sha512.Sum512(input)
 		h, digest = crypto.SHA512, d[:]
 	default:
-		tb.Fatalf("verifySignature: alg %q", alg)
+		tb.Fatalf("signInput: alg %q", alg)
 	}
 	var sig []byte
 	var err error
@@ -170,7 +170,7 @@ func verifySignature(tb testing.TB, key crypto.Signer, alg string, input []byte)
 			sig = verifyDERToRaw(tb, der, (ek.Curve.Params().BitSize+7)/8)
 		}
 	default:
-		tb.Fatalf("verifySignature: alg %q", alg)
+		tb.Fatalf("signInput: alg %q", alg)
 	}
 	if err != nil {
 		tb.Fatal(err)
@@ -205,7 +205,7 @@ func verifyRawToDER(tb testing.TB, raw []byte) []byte {
 // verifySign returns input "." signature, signing input exactly as given.
 func verifySign(tb testing.TB, k *jwkstest.Key, alg, input string) string {
 	tb.Helper()
-	return input + "." + verifyEnc(verifySignature(tb, k.Private, alg, []byte(input)))
+	return input + "." + verifyEnc(signInput(tb, k.Private, alg, []byte(input)))
 }
 
 // verifyRaw signs exact header and payload JSON text with the fixture key for alg.
@@ -573,7 +573,7 @@ func TestVerifyHeader(t *testing.T) {
 		{name: "b64/false over an unencoded payload", token: func(tb testing.TB, f *fixture) string {
 			// RFC 7797: the signing input is header "." raw payload.
 			hs := verifyEnc([]byte(verifyHeader(tb, "ES256", map[string]any{"crit": []any{"b64"}, "b64": false})))
-			sig := verifySignature(tb, f.keys["ES256"].Private, "ES256", []byte(hs+"."+"eyJzdWIiOiJhZG1pbiJ9"))
+			sig := signInput(tb, f.keys["ES256"].Private, "ES256", []byte(hs+"."+"eyJzdWIiOiJhZG1pbiJ9"))
 			return hs + ".eyJzdWIiOiJhZG1pbiJ9." + verifyEnc(sig)
 		}, want: "forbidden_header"},
 	}
@@ -1164,10 +1164,10 @@ func TestVerifyNeverFetches(t *testing.T) {
 	}
 }
 
-// TestDecodeObjectMembers: duplicates are found wherever the text hides
+// TestParseObjectMembers: duplicates are found wherever the text hides
 // them, and colons, braces and escaped quotes inside strings or nested
 // values are not taken for members.
-func TestDecodeObjectMembers(t *testing.T) {
+func TestParseObjectMembers(t *testing.T) {
 	for _, tc := range []struct {
 		json string
 		ok   bool
@@ -1185,7 +1185,7 @@ func TestDecodeObjectMembers(t *testing.T) {
 		{`{"a":1} {"b":2}`, false},
 		{`{"a":1`, false},
 	} {
-		_, err := decodeObject([]byte(tc.json))
+		_, err := parseObject(tc.json)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: err %v, want ok %v", tc.json, err, tc.ok)
 		}

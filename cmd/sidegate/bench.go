@@ -46,11 +46,11 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sidegate/sidegate/authz"
 	"github.com/sidegate/sidegate/revocation"
 )
 
@@ -281,14 +281,9 @@ func cmdBenchFloor(args []string, _, stderr io.Writer) int {
 		log.Error("cannot listen", "err", err)
 		return 1
 	}
-	// The options of authz.NewGRPCServer, so that the two servers differ
-	// only in what Check does (that constructor needs an authz.Server).
-	gs := grpc.NewServer(
-		grpc.MaxConcurrentStreams(1024),
-		grpc.MaxRecvMsgSize(8<<20),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	// sidegate's own server options, so that the two servers differ only
+	// in what Check does.
+	gs := grpc.NewServer(authz.ServerOptions()...)
 	authv3.RegisterAuthorizationServer(gs, &floorServer{ok: &authv3.CheckResponse{Status: &rpcstatus.Status{}}})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
