@@ -97,6 +97,9 @@ type cacheEntry interface {
 // hand until it finds an entry not used since its last pass.
 type clockCache[E cacheEntry] struct {
 	shards [cacheShards]clockShard[E]
+	// base is what the caches this one replaced counted (a reload), so
+	// that the exported counters never go backwards. Set before use.
+	base cacheStats
 }
 
 type clockShard[E cacheEntry] struct {
@@ -212,12 +215,22 @@ type cacheStats struct {
 	entries, hits, misses, evictions uint64
 }
 
+// inherit starts c's counters where old's are now. Call it before c is
+// in use.
+func (c *clockCache[E]) inherit(old *clockCache[E]) {
+	if c == nil || old == nil {
+		return
+	}
+	c.base = old.stats()
+	c.base.entries = 0
+}
+
 // stats sums the shards' counts.
 func (c *clockCache[E]) stats() cacheStats {
-	var st cacheStats
 	if c == nil {
-		return st
+		return cacheStats{}
 	}
+	st := c.base
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
@@ -238,9 +251,11 @@ func (c *clockCache[E]) len() int { return int(c.stats().entries) }
 // and sidegate_token_cache_evictions_total, each with cache="verified" or
 // "negative". Nothing is counted on the request path beyond what the
 // shard's lock already covers.
-func (e *Engine) CacheCollector() prometheus.Collector { return cacheCollector{e} }
+func (e *Engine) CacheCollector() prometheus.Collector {
+	return cacheCollector{func() *Engine { return e }}
+}
 
-type cacheCollector struct{ e *Engine }
+type cacheCollector struct{ engine func() *Engine }
 
 var (
 	cacheEntriesDesc = prometheus.NewDesc("sidegate_token_cache_entries",
@@ -258,10 +273,11 @@ func (c cacheCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	e := c.engine()
 	for _, x := range []struct {
 		name string
 		st   cacheStats
-	}{{"verified", c.e.cache.stats()}, {"negative", c.e.neg.stats()}} {
+	}{{"verified", e.cache.stats()}, {"negative", e.neg.stats()}} {
 		ch <- prometheus.MustNewConstMetric(cacheEntriesDesc, prometheus.GaugeValue, float64(x.st.entries), x.name)
 		ch <- prometheus.MustNewConstMetric(cacheLookupsDesc, prometheus.CounterValue, float64(x.st.hits), x.name, "hit")
 		ch <- prometheus.MustNewConstMetric(cacheLookupsDesc, prometheus.CounterValue, float64(x.st.misses), x.name, "miss")
@@ -304,17 +320,60 @@ func (e *Engine) check(ctx context.Context, tok string, now time.Time) (*Claims,
 	if e.cache == nil {
 		return c, nil, nil
 	}
-	// The entry keeps its own copy of the payload segment, which otherwise
-	// holds the whole request header alive, and no Raw: the decoded
-	// claims are over a kilobyte for a typical token, and their one use on
-	// a hit, the identity headers, is done here. An entry is then 1 KB
-	// instead of 2.5 KB.
-	c.payload = strings.Clone(c.payload)
-	kept := *c
-	kept.claims = nil
-	v := &verified{entry: entry{key: k, until: e.cacheUntil(c, ns)}, claims: &kept, jwk: c.jwk, headers: e.identityHeaders(c)}
+	kept, headers := e.compact(c)
+	v := &verified{entry: entry{key: k, until: e.cacheUntil(c, ns)}, claims: kept, jwk: c.jwk, headers: headers}
 	e.cache.put(v)
 	return c, v, nil
+}
+
+// compact is what a cache entry keeps of verified claims, and their
+// identity headers. Verification leaves claims that are substrings of the
+// decoded header and payload, which hold the whole token, and a payload
+// segment that is a substring of the request's header, which holds the
+// request: kept as they are, an entry would hold all that. So the entry
+// gets its own copy of the payload segment (payload_header forwards it),
+// strings it can share with the configuration (issuer, kid, algorithm),
+// small copies of the rest, and no claim members: the identity headers,
+// their one use on a hit, are built here.
+func (e *Engine) compact(c *Claims) (*Claims, []Header) {
+	kept := *c
+	kept.claims = nil
+	kept.payload = strings.Clone(c.payload)
+	if is, ok := e.issuers[c.Issuer]; ok {
+		kept.Issuer = is.Issuer
+	}
+	if c.jwk != nil && c.jwk.ID == c.KeyID {
+		kept.KeyID = c.jwk.ID
+	} else {
+		kept.KeyID = strings.Clone(c.KeyID)
+	}
+	kept.Algorithm = internAlgorithm(c.Algorithm)
+	kept.Subject, kept.ID = strings.Clone(c.Subject), strings.Clone(c.ID)
+	kept.Audience = make([]string, len(c.Audience))
+	for i, a := range c.Audience {
+		kept.Audience[i] = strings.Clone(a)
+	}
+	headers := e.identityHeaders(c)
+	for i := range headers {
+		if headers[i].Value == c.payload {
+			headers[i].Value = kept.payload
+		} else {
+			headers[i].Value = strings.Clone(headers[i].Value)
+		}
+	}
+	return &kept, headers
+}
+
+// algorithms are the JWS algorithm names, to share.
+var algorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+func internAlgorithm(alg string) string {
+	for _, a := range algorithms {
+		if a == alg {
+			return a
+		}
+	}
+	return strings.Clone(alg)
 }
 
 // cacheUntil is when a token verified at ns stops being trusted from the

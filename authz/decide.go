@@ -72,6 +72,9 @@ type Config struct {
 	// Cache bounds the verified-token and negative caches; the zero value
 	// caches nothing.
 	Cache CacheConfig
+	// Policy is the compiled routes (CompilePolicy); nil is one default
+	// route needing a good token.
+	Policy *Policy
 }
 
 // Engine makes decisions. It is safe for concurrent use.
@@ -91,6 +94,8 @@ type Engine struct {
 	// when off.
 	cache *clockCache[*verified]
 	neg   *clockCache[*failure]
+	// policy is cfg.Policy, or defaultPolicy.
+	policy *Policy
 }
 
 // SetStageObserver makes the engine report how long each stage of every
@@ -143,6 +148,9 @@ func NewEngine(cfg Config, keys KeySource, deny Denylist, now func() time.Time) 
 		neg:     newClockCache[*failure](cfg.Cache.NegativeEntries),
 	}
 	e.current, _ = keys.(CurrentKeys)
+	if e.policy = cfg.Policy; e.policy == nil {
+		e.policy = defaultPolicy
+	}
 	if cfg.Cache.MaxEntries > 0 && cfg.Cache.MaxTTL <= 0 {
 		return nil, errors.New("authz: Cache.MaxTTL must be positive when the cache is on")
 	}
@@ -166,6 +174,12 @@ type Input struct {
 	// Headers maps lower-case header names to values; repeated headers are
 	// joined with "," (Cookie with "; "), as Envoy sends them.
 	Headers map[string]string
+	// Method, Host and Path are the client's request line as the upstream
+	// will see it: Path as sent, query and all.
+	Method, Host, Path string
+	// Route is the route the proxy chose (Envoy's
+	// context_extensions["sidegate.route"]); "" to match by path.
+	Route string
 }
 
 // Header is one header to set on the upstream request.
@@ -187,6 +201,12 @@ type Decision struct {
 	// them.
 	Headers []Header
 	Remove  []string
+	// Route is the name of the route that decided.
+	Route string
+	// Shadow is set on a denial that was not enforced (a shadow route,
+	// or a CSRF failure in report mode): Allowed is true, Reason and Err
+	// say what would have happened.
+	Shadow bool
 	// cached is the verified-token cache entry of the deciding token, when
 	// the cache is on: the gRPC adapter keeps its response there.
 	cached *verified
@@ -194,14 +214,91 @@ type Decision struct {
 
 // Decide answers whether the request may pass. It never fails: every
 // problem is a denial with a reason.
+//
+// The route comes first: it says whether a token is looked at at all. Then
+// the tokens are verified and checked against the denylist; then the
+// route's rules (issuers, CSRF for cookie tokens, required scopes and
+// claims) are applied to the verified claims. A shadow route records the
+// outcome and allows.
 func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 	if err := ctx.Err(); err != nil {
 		return deny(err, nil)
 	}
+	rt, err := e.route(in)
+	var d Decision
+	switch {
+	case err != nil:
+		d = deny(err, nil)
+	case rt.Auth == AuthNone:
+		d = e.anonymous(in)
+	default:
+		d = e.decideToken(ctx, in, rt)
+	}
+	d.Route = rt.Name
+	if !d.Allowed && rt.Shadow && !errors.Is(d.Err, ErrCanceled) && ctx.Err() == nil {
+		return e.shadow(d, in)
+	}
+	return d
+}
+
+// route selects the request's route. Without configured routes every
+// request is on the default route, whatever its path: the path is not
+// looked at, as before routes existed.
+func (e *Engine) route(in Input) (*Route, error) {
+	if len(e.policy.routes) == 0 && in.Route == "" {
+		return e.policy.def, nil
+	}
+	return e.policy.Select(RouteRequest{Method: in.Method, Host: in.Host, Path: in.Path, Name: in.Route})
+}
+
+// anonymous allows a request without identity: no identity header is set,
+// and every one the client sent is removed.
+func (e *Engine) anonymous(in Input) Decision {
+	d := Decision{Allowed: true, Reason: ReasonOK}
+	d.Remove = e.sentIdentity(in, nil)
+	return d
+}
+
+// shadow turns a denial into an allow that says what would have happened.
+// The identity headers are set when the token itself was good (the denial
+// was the route's rules); otherwise the request goes on anonymous.
+func (e *Engine) shadow(d Decision, in Input) Decision {
+	d.Allowed, d.Shadow = true, true
+	d.Headers, d.Remove, d.cached = nil, nil, nil
+	if d.Claims != nil && isRuleDenial(d.Err) {
+		d.Headers = e.identityHeaders(d.Claims)
+	}
+	d.Remove = e.sentIdentity(in, d.Headers)
+	return d
+}
+
+// isRuleDenial reports whether err is a route rule failing on a good token.
+func isRuleDenial(err error) bool {
+	return errors.Is(err, ErrInsufficientScope) || errors.Is(err, ErrClaimMismatch) ||
+		errors.Is(err, ErrCSRF) || errors.Is(err, ErrRouteIssuer)
+}
+
+// sentIdentity lists the identity headers the client sent that set does
+// not replace.
+func (e *Engine) sentIdentity(in Input, set []Header) []string {
+	var out []string
+	for _, name := range e.identity {
+		if _, sent := in.Headers[name]; sent && !hasHeader(set, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// decideToken decides a request on a route that looks at tokens.
+func (e *Engine) decideToken(ctx context.Context, in Input, rt *Route) Decision {
 	st := e.startStages()
 	cands, err := Extract(in.Headers, e.extract)
 	st.lap("extract")
 	if err != nil {
+		if rt.Auth == AuthOptional && errors.Is(err, ErrNoToken) {
+			return e.anonymous(in)
+		}
 		return deny(err, nil)
 	}
 	// Every token presented must be good: no falling back from a bad one to
@@ -210,6 +307,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 	var claims *Claims
 	var first string
 	var cached *verified
+	var csrfReport error
 	for _, cand := range cands {
 		c, v, err := e.check(ctx, cand.Token, now)
 		st.lap("verify")
@@ -223,6 +321,20 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 				return deny(fmt.Errorf("%s: %w", cand.Source, err), c)
 			}
 		}
+		if !rt.AllowsIssuer(c.Issuer) {
+			return deny(fmt.Errorf("%s: %w: route %s does not accept %q", cand.Source, ErrRouteIssuer, rt.Name, c.Issuer), c)
+		}
+		// A browser attaches cookies by itself, whichever site sends the
+		// request; it never attaches a bearer header.
+		if strings.HasPrefix(cand.Source, "cookie:") && rt.CSRF != CSRFOff {
+			if err := csrfCheck(e.policy, in); err != nil {
+				err = fmt.Errorf("%s: %w", cand.Source, err)
+				if rt.CSRF == CSRFEnforce {
+					return deny(err, c)
+				}
+				csrfReport = err
+			}
+		}
 		switch {
 		case claims == nil:
 			claims, first, cached = c, cand.Token, v
@@ -233,6 +345,13 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 			return deny(fmt.Errorf("%w: different tokens without sub", ErrTokenMismatch), claims)
 		}
 	}
+	var values claimValues
+	if claims.values != nil {
+		values = *claims.values
+	}
+	if err := rt.check(values); err != nil {
+		return deny(err, claims)
+	}
 	if err := ctx.Err(); err != nil {
 		return deny(err, claims)
 	}
@@ -242,10 +361,10 @@ func (e *Engine) Decide(ctx context.Context, in Input) Decision {
 	} else {
 		d.Headers = e.identityHeaders(claims)
 	}
-	for _, name := range e.identity {
-		if _, sent := in.Headers[name]; sent && !hasHeader(d.Headers, name) {
-			d.Remove = append(d.Remove, name)
-		}
+	d.Remove = e.sentIdentity(in, d.Headers)
+	if csrfReport != nil {
+		// Report mode: allowed, recorded as the denial it would have been.
+		d.Reason, d.Err, d.Shadow, d.cached = ReasonFor(csrfReport), csrfReport, true, nil
 	}
 	return d
 }

@@ -591,6 +591,12 @@ var decideSentinels = []struct {
 	{ErrRevoked, "revoked"},
 	{ErrRevocationUnavailable, "revocation_unavailable"},
 	{ErrCanceled, "canceled"},
+	{ErrBadPath, "bad_path"},
+	{ErrUnknownRoute, "unknown_route"},
+	{ErrInsufficientScope, "insufficient_scope"},
+	{ErrClaimMismatch, "claim_mismatch"},
+	{ErrCSRF, "csrf"},
+	{ErrRouteIssuer, "route_issuer"},
 }
 
 // RFC 6750 §3: error and error_description are quoted NQSCHAR strings.

@@ -117,7 +117,7 @@ func (f *fixture) token(tb testing.TB, alg string, claims, extraHeader map[strin
 }
 
 func (f *fixture) decide(headers map[string]string) Decision {
-	return f.engine.Decide(context.Background(), Input{Headers: headers})
+	return f.engine.Decide(context.Background(), Input{Headers: headers, Method: "GET", Path: "/"})
 }
 
 func bearer(tok string) map[string]string {

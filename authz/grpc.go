@@ -110,9 +110,21 @@ func (w watchStream) Context() context.Context { return w.ctx }
 // Check implements envoy.service.auth.v3.Authorization. A denial is a
 // normal CheckResponse; the error return is reserved for sidegate failing.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	d := s.decide(ctx, TransportGRPC, Input{Headers: envoyHeaders(req.GetAttributes().GetRequest().GetHttp())})
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	d := s.decide(ctx, TransportGRPC, Input{
+		Headers: envoyHeaders(h),
+		Method:  h.GetMethod(),
+		Host:    h.GetHost(),
+		Path:    h.GetPath(),
+		Route:   attrs.GetContextExtensions()[RouteExtension],
+	})
 	return checkResponse(&d), nil
 }
+
+// RouteExtension is the context extension by which Envoy names the route
+// of a request (ExtAuthzPerRoute.check_settings.context_extensions).
+const RouteExtension = "sidegate.route"
 
 // envoyHeaders returns the request's headers as a lower-case map. Envoy
 // sends either the headers map, or, with encode_raw_headers, a header list
@@ -175,6 +187,9 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 		}
 		return allowResponse(d)
 	}
+	if d.detailed() {
+		return buildDenyResponse(d.Reason, d.Challenge(), d.Body())
+	}
 	return denyResponse(d.Reason)
 }
 
@@ -207,11 +222,11 @@ func denyResponse(r Reason) *authv3.CheckResponse {
 	if resp, ok := denyResponses.Load(r.Code); ok {
 		return resp.(*authv3.CheckResponse)
 	}
-	resp, _ := denyResponses.LoadOrStore(r.Code, buildDenyResponse(r))
+	resp, _ := denyResponses.LoadOrStore(r.Code, buildDenyResponse(r, r.Challenge(), r.Body()))
 	return resp.(*authv3.CheckResponse)
 }
 
-func buildDenyResponse(r Reason) *authv3.CheckResponse {
+func buildDenyResponse(r Reason, challenge, body string) *authv3.CheckResponse {
 	code, ok := grpcCode[r.Status]
 	if !ok {
 		code = codes.Internal
@@ -221,11 +236,11 @@ func buildDenyResponse(r Reason) *authv3.CheckResponse {
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status: &typev3.HttpStatus{Code: typev3.StatusCode(r.Status)},
 			Headers: []*corev3.HeaderValueOption{
-				denyHeader("www-authenticate", r.Challenge()),
+				denyHeader("www-authenticate", challenge),
 				denyHeader("content-type", "application/json"),
 				denyHeader("cache-control", "no-store"),
 			},
-			Body: r.Body(),
+			Body: body,
 		}},
 	}
 }

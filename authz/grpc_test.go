@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"runtime"
 	"slices"
@@ -91,7 +92,7 @@ func grpcRawRequest(kv ...string) *authv3.CheckRequest {
 		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{HeaderMap: hm}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Path: "/orders", HeaderMap: hm}},
 	}}
 }
 
@@ -189,6 +190,15 @@ func grpcDenied(tb testing.TB, resp *authv3.CheckResponse, status int, code code
 // histogram's sample count. It fails when the series does not exist.
 func grpcMetric(tb testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	tb.Helper()
+	if name == "sidegate_decisions_total" {
+		// The default route, enforced, unless the test says otherwise.
+		labels = maps.Clone(labels)
+		for k, v := range map[string]string{"route": "default", "enforced": "true"} {
+			if _, ok := labels[k]; !ok {
+				labels[k] = v
+			}
+		}
+	}
 	mfs, err := reg.Gather()
 	if err != nil {
 		tb.Fatal(err)

@@ -99,7 +99,7 @@ func TestHTTPAllowed(t *testing.T) {
 		{"cookie in a second Cookie header", "GET", "/", "", http.Header{"Cookie": {"theme=dark", "session=" + tok}}},
 		{"any path", "GET", "/auth/check?rd=/orders", "", http.Header{"Authorization": {"Bearer " + tok}}},
 		{"nginx auth_request", "GET", "/_auth", "", http.Header{"Authorization": {"Bearer " + tok}, "X-Original-Uri": {"/orders/7"}, "X-Original-Method": {"DELETE"}}},
-		{"Traefik forwardAuth", "GET", "/", "", http.Header{"Cookie": {"session=" + tok}, "X-Forwarded-Method": {"POST"}, "X-Forwarded-Uri": {"/orders"}, "X-Forwarded-Host": {"shop.test"}}},
+		{"Traefik forwardAuth", "GET", "/", "", http.Header{"Cookie": {"session=" + tok}, "X-Forwarded-Method": {"POST"}, "X-Forwarded-Uri": {"/orders"}, "X-Forwarded-Host": {"shop.test"}, "Sec-Fetch-Site": {"same-origin"}}},
 		{"POST with a body", "POST", "/orders", strings.Repeat("x", 256<<10), http.Header{"Authorization": {"Bearer " + tok}, "Content-Type": {"application/json"}}},
 		{"HEAD", "HEAD", "/", "", http.Header{"Authorization": {"Bearer " + tok}}},
 	}

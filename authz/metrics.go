@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,7 +15,13 @@ type Metrics struct {
 	// The series themselves, looked up once: WithLabelValues hashes its
 	// labels on every call.
 	durations map[string]*[2]prometheus.Observer // transport → [deny, allow]
-	counts    map[string]prometheus.Counter      // reason code → its one series
+	counts    sync.Map                           // decisionKey → prometheus.Counter
+}
+
+// decisionKey is one series of sidegate_decisions_total.
+type decisionKey struct {
+	route, reason string
+	deny, shadow  bool
 }
 
 // Transports label sidegate_check_duration_seconds.
@@ -37,8 +45,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"transport", "decision"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidegate_decisions_total",
-			Help: "Decisions by outcome (allow, deny) and reason code.",
-		}, []string{"decision", "reason"}),
+			Help: "Decisions by outcome (allow, deny), reason code, route, and whether the outcome was enforced (false: a shadow route or a CSRF report, allowed whatever the decision).",
+		}, []string{"decision", "reason", "route", "enforced"}),
 	}
 	for _, c := range []prometheus.Collector{m.duration, m.decisions} {
 		if err := reg.Register(c); err != nil {
@@ -47,10 +55,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// Start every series at zero so that rate() and alerts see them at once.
 	m.durations = make(map[string]*[2]prometheus.Observer)
-	m.counts = make(map[string]prometheus.Counter)
-	for _, r := range Reasons() {
-		m.counts[r.Code] = m.decisions.WithLabelValues(decisionLabel(r == ReasonOK), r.Code)
-	}
+	m.InitRoutes([]string{defaultRouteName})
 	for _, t := range []string{TransportGRPC, TransportHTTP} {
 		m.durations[t] = &[2]prometheus.Observer{
 			m.duration.WithLabelValues(t, "deny"),
@@ -95,6 +100,26 @@ func decisionLabel(allowed bool) string {
 	return "deny"
 }
 
+// InitRoutes starts the enforced series of every reason of these routes
+// at zero, so that rate() and alerts see them at once. The daemon calls it
+// with the routes of every configuration it loads.
+func (m *Metrics) InitRoutes(routes []string) {
+	for _, rt := range routes {
+		for _, r := range Reasons() {
+			m.counter(decisionKey{route: rt, reason: r.Code, deny: r != ReasonOK})
+		}
+	}
+}
+
+func (m *Metrics) counter(k decisionKey) prometheus.Counter {
+	if c, ok := m.counts.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.decisions.WithLabelValues(decisionLabel(!k.deny), k.reason, k.route, strconv.FormatBool(!k.shadow))
+	m.counts.Store(k, c)
+	return c
+}
+
 func (m *Metrics) observe(transport string, d *Decision, elapsed time.Duration) {
 	i := 0
 	if d.Allowed {
@@ -105,9 +130,6 @@ func (m *Metrics) observe(transport string, d *Decision, elapsed time.Duration) 
 	} else {
 		m.duration.WithLabelValues(transport, decisionLabel(d.Allowed)).Observe(elapsed.Seconds())
 	}
-	if c, ok := m.counts[d.Reason.Code]; ok && d.Allowed == (d.Reason == ReasonOK) {
-		c.Inc()
-	} else {
-		m.decisions.WithLabelValues(decisionLabel(d.Allowed), d.Reason.Code).Inc()
-	}
+	// A shadow decision is counted as the denial it would have been.
+	m.counter(decisionKey{route: d.Route, reason: d.Reason.Code, deny: !d.Allowed || d.Shadow, shadow: d.Shadow}).Inc()
 }

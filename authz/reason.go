@@ -33,6 +33,16 @@ var (
 	ErrRevoked               = errors.New("token revoked")
 	ErrRevocationUnavailable = errors.New("revocation feed unavailable")
 	ErrCanceled              = errors.New("request canceled")
+
+	// Route policy (route.go, path.go, csrf.go).
+	ErrBadPath           = errors.New("ambiguous request path")
+	ErrUnknownRoute      = errors.New("unknown route")
+	ErrInsufficientScope = errors.New("insufficient scope")
+	ErrClaimMismatch     = errors.New("required claim not present")
+	ErrCSRF              = errors.New("cross-site request with a cookie token")
+	// ErrRouteIssuer: the token's issuer is trusted, but not on this
+	// route (its issuers list).
+	ErrRouteIssuer = errors.New("issuer not accepted on this route")
 )
 
 // Reason is how one kind of decision is reported.
@@ -82,6 +92,19 @@ var reasons = []Reason{
 	// Like keys_unavailable: no RFC 6750 error, the token may well be good.
 	{err: ErrRevocationUnavailable, Code: "revocation_unavailable", Status: 503, Description: "revocations cannot be checked right now"},
 	{err: ErrCanceled, Code: "canceled", Status: 503},
+	// Policy denials are 403: nginx auth_request passes only 401 and 403
+	// (so no 400), and a 401 would send the client for a new token that
+	// would not help.
+	{err: ErrBadPath, Code: "bad_path", Status: 403, Description: "the request path is ambiguous"},
+	// A configuration error between the proxy and sidegate: denied, never
+	// allowed.
+	{err: ErrUnknownRoute, Code: "unknown_route", Status: 500, Description: "the route the proxy named is not configured"},
+	{err: ErrInsufficientScope, Code: "insufficient_scope", Status: 403, Error: "insufficient_scope", Description: "the token lacks a scope this route requires"},
+	// RFC 6750 has no closer error than insufficient_scope.
+	{err: ErrClaimMismatch, Code: "claim_mismatch", Status: 403, Error: "insufficient_scope", Description: "the token lacks a claim this route requires"},
+	{err: ErrCSRF, Code: "csrf", Status: 403, Description: "a cross-site request may not use the session cookie for this method"},
+	// The token is good; this route wants one from another issuer.
+	{err: ErrRouteIssuer, Code: "route_issuer", Status: 403, Error: "insufficient_scope", Description: "the token issuer is not accepted on this route"},
 }
 
 // reasonInternal answers an error outside the table: deny, never allow.

@@ -32,6 +32,10 @@ type Claims struct {
 	payload string
 	// jwk is the key the signature verified with.
 	jwk *jwks.Key
+	// values are the claims the engine's route requirements look at,
+	// taken out at verification so that cached claims keep them; nil when
+	// no route has requirements.
+	values *claimValues
 }
 
 // b64 is base64url without padding, rejecting non-canonical trailing bits
@@ -220,6 +224,7 @@ func (e *Engine) verify(ctx context.Context, tok string, now time.Time) (*Claims
 	if err := e.checkClaims(c, pol, now); err != nil {
 		return nil, err
 	}
+	c.values = e.policy.extractFrom(claims)
 	return c, nil
 }
 

@@ -1088,7 +1088,7 @@ func TestVerifyIssuerKeys(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, h := range []map[string]string{bearer(c.tok), {"cookie": "session=" + c.tok}} {
-				d := e.Decide(context.Background(), Input{Headers: h})
+				d := e.Decide(context.Background(), Input{Headers: h, Method: "GET", Path: "/"})
 				if d.Allowed != (c.want == "ok") || d.Reason.Code != c.want {
 					t.Errorf("allowed=%v reason %q (%v), want %q", d.Allowed, d.Reason.Code, d.Err, c.want)
 				}
@@ -1149,7 +1149,7 @@ func TestVerifyNeverFetches(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, h := range []map[string]string{bearer(c.tok), {"cookie": "session=" + c.tok}} {
-			d := e.Decide(context.Background(), Input{Headers: h})
+			d := e.Decide(context.Background(), Input{Headers: h, Method: "GET", Path: "/"})
 			if d.Allowed != (c.want == "ok") || d.Reason.Code != c.want {
 				t.Errorf("%s: allowed=%v reason %q (%v), want %q", c.name, d.Allowed, d.Reason.Code, d.Err, c.want)
 			}

@@ -82,11 +82,23 @@ const (
 
 // Cache holds the key sets of every configured issuer.
 type Cache struct {
-	opts    Options
-	log     *slog.Logger
-	m       *metrics
-	issuers map[string]*issuer
-	order   []string
+	opts Options
+	log  *slog.Logger
+	m    *metrics
+	// issuers is read without a lock by the request path; SetIssuers
+	// replaces it whole.
+	issuers atomic.Pointer[issuerSet]
+
+	mu  sync.Mutex // serializes SetIssuers, and Run's start and end
+	run *runner    // while Run runs; guarded by mu
+}
+
+// issuerSet is one configuration's issuers. It is never changed once
+// published: SetIssuers builds a new one (copy on write), reusing the
+// *issuer of every issuer whose configuration is unchanged.
+type issuerSet struct {
+	byName map[string]*issuer
+	order  []*issuer // configuration order
 }
 
 type issuer struct {
@@ -109,6 +121,16 @@ type issuer struct {
 	// notFound remembers unknown kids until a time, keyed by a hash: a kid
 	// comes from a token before its signature is checked and may be kilobytes.
 	notFound map[uint64]time.Time
+
+	// retired is set when SetIssuers drops the issuer (or replaces it with
+	// a changed configuration). A fetch still under way then finishes into
+	// this forgotten value: it writes no snapshot, and one that ends after
+	// retirement (most likely cut short by it) is not counted.
+	retired atomic.Bool
+	// snapMu orders snapshot writes with retirement, so that once retire
+	// returns no write of this issuer is running or will start. The
+	// request path never takes it.
+	snapMu sync.Mutex
 }
 
 // New builds a cache for the issuers and loads their snapshots when
@@ -142,35 +164,123 @@ func New(issuers []IssuerConfig, opts Options) (*Cache, error) {
 		}
 		opts.Client = client
 	}
-	c := &Cache{opts: opts, log: opts.Logger, issuers: make(map[string]*issuer, len(issuers))}
-	for _, ic := range issuers {
-		if _, dup := c.issuers[ic.Issuer]; dup {
-			return nil, fmt.Errorf("jwks: issuer %q configured twice", ic.Issuer)
-		}
-		is := &issuer{cfg: ic}
-		if !ic.Discovery {
-			if err := CheckURL(ic.JWKSURI, ic.InsecureHTTP); err != nil {
-				return nil, fmt.Errorf("jwks: issuer %q: %w", ic.Issuer, err)
-			}
-			uri := ic.JWKSURI
-			is.jwksURI.Store(&uri)
-		} else if err := CheckURL(ic.Issuer, ic.InsecureHTTP); err != nil {
-			return nil, fmt.Errorf("jwks: issuer %q: discovery: %w", ic.Issuer, err)
-		}
-		c.issuers[ic.Issuer] = is
-		c.order = append(c.order, ic.Issuer)
+	set, err := newIssuerSet(issuers, &issuerSet{})
+	if err != nil {
+		return nil, err
 	}
+	c := &Cache{opts: opts, log: opts.Logger}
+	c.issuers.Store(set)
 	m, err := newMetrics(opts.Registerer, c)
 	if err != nil {
 		return nil, err
 	}
 	c.m = m
-	if opts.SnapshotDir != "" {
-		for _, name := range c.order {
-			c.loadSnapshot(c.issuers[name])
-		}
+	for _, is := range set.order {
+		c.admit(is)
 	}
 	return c, nil
+}
+
+// newIssuerSet checks a configuration and builds its issuer set, reusing
+// prev's *issuer wherever the configuration is unchanged. It changes
+// nothing, so a refused configuration leaves no trace.
+func newIssuerSet(issuers []IssuerConfig, prev *issuerSet) (*issuerSet, error) {
+	next := &issuerSet{byName: make(map[string]*issuer, len(issuers)), order: make([]*issuer, 0, len(issuers))}
+	for _, ic := range issuers {
+		if _, dup := next.byName[ic.Issuer]; dup {
+			return nil, fmt.Errorf("jwks: issuer %q configured twice", ic.Issuer)
+		}
+		is := prev.byName[ic.Issuer]
+		if is == nil || is.cfg != ic {
+			var err error
+			if is, err = newIssuer(ic); err != nil {
+				return nil, err
+			}
+		}
+		next.byName[ic.Issuer] = is
+		next.order = append(next.order, is)
+	}
+	return next, nil
+}
+
+func newIssuer(ic IssuerConfig) (*issuer, error) {
+	is := &issuer{cfg: ic}
+	if ic.Discovery {
+		if err := CheckURL(ic.Issuer, ic.InsecureHTTP); err != nil {
+			return nil, fmt.Errorf("jwks: issuer %q: discovery: %w", ic.Issuer, err)
+		}
+		return is, nil
+	}
+	if err := CheckURL(ic.JWKSURI, ic.InsecureHTTP); err != nil {
+		return nil, fmt.Errorf("jwks: issuer %q: %w", ic.Issuer, err)
+	}
+	uri := ic.JWKSURI
+	is.jwksURI.Store(&uri)
+	return is, nil
+}
+
+// admit readies an issuer before it is published: its counters show at
+// zero, and its snapshot is loaded when SnapshotDir is set.
+func (c *Cache) admit(is *issuer) {
+	c.m.zero(is.cfg.Issuer)
+	if c.opts.SnapshotDir != "" {
+		c.loadSnapshot(is)
+	}
+}
+
+// SetIssuers replaces the configured issuers. Issuers whose IssuerConfig is
+// unchanged keep their key sets, refresh loops and state untouched; new
+// ones are added (snapshot loaded when SnapshotDir is set, and their
+// refresh loop started at once if Run is running; otherwise Run starts it);
+// removed ones stop their refresh loop and are forgotten (Lookup/Current
+// answer ErrUnknownIssuer / false for them). An issuer whose config changed
+// (e.g. jwks_uri) is replaced as new. It validates everything first
+// (duplicate issuers, URLs via CheckURL) and changes nothing on error.
+//
+// A fetch under way for a removed issuer finishes into the forgotten
+// issuer: it writes no snapshot and is not served. The gauges of a removed
+// issuer go; its counters stay (see metrics.go).
+func (c *Cache) SetIssuers(issuers []IssuerConfig) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.issuers.Load()
+	next, err := newIssuerSet(issuers, prev)
+	if err != nil {
+		return err
+	}
+	var added, removed []string
+	for _, is := range prev.order {
+		if next.byName[is.cfg.Issuer] != is {
+			is.retire()
+			c.run.stop(is)
+			removed = append(removed, is.cfg.Issuer)
+		}
+	}
+	var fresh []*issuer
+	for _, is := range next.order {
+		if prev.byName[is.cfg.Issuer] != is {
+			c.admit(is) // disk I/O, under c.mu only: the request path never takes it
+			fresh = append(fresh, is)
+			added = append(added, is.cfg.Issuer)
+		}
+	}
+	c.issuers.Store(next)
+	for _, is := range fresh {
+		c.run.start(is)
+	}
+	if len(added)+len(removed) > 0 {
+		// A changed issuer is in both lists.
+		c.log.Info("jwks issuers changed", "added", added, "removed", removed)
+	}
+	return nil
+}
+
+// retire marks an issuer SetIssuers drops. Once it returns, no snapshot
+// write of the issuer is running or will start.
+func (is *issuer) retire() {
+	is.snapMu.Lock()
+	defer is.snapMu.Unlock()
+	is.retired.Store(true)
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -258,7 +368,7 @@ func isLoopback(host string) bool {
 // remembered for that long, so a flood of random kids costs a handful of
 // fetches.
 func (c *Cache) Lookup(ctx context.Context, iss, kid string) (*Key, error) {
-	is, ok := c.issuers[iss]
+	is, ok := c.issuers.Load().byName[iss]
 	if !ok {
 		return nil, ErrUnknownIssuer
 	}
@@ -277,7 +387,7 @@ func (c *Cache) Lookup(ctx context.Context, iss, kid string) (*Key, error) {
 // at now (not older than MaxStale), without fetching: the check a cached
 // verification is held to on every use.
 func (c *Cache) Current(iss, kid string, now time.Time) (*Key, bool) {
-	is, ok := c.issuers[iss]
+	is, ok := c.issuers.Load().byName[iss]
 	if !ok {
 		return nil, false
 	}
@@ -387,10 +497,9 @@ func kidHash(kid string) uint64 { return maphash.String(kidSeed, kid) }
 func (c *Cache) Unready() []string {
 	var out []string
 	now := c.opts.Now()
-	for _, name := range c.order {
-		is := c.issuers[name]
+	for _, is := range c.issuers.Load().order {
 		if _, err := c.usable(is, now); err != nil && !is.cfg.Optional {
-			out = append(out, name)
+			out = append(out, is.cfg.Issuer)
 		}
 	}
 	return out
@@ -409,10 +518,10 @@ type IssuerStatus struct {
 // Status reports every issuer, in configuration order.
 func (c *Cache) Status() []IssuerStatus {
 	now := c.opts.Now()
-	out := make([]IssuerStatus, 0, len(c.order))
-	for _, name := range c.order {
-		is := c.issuers[name]
-		st := IssuerStatus{Issuer: name, Optional: is.cfg.Optional}
+	issuers := c.issuers.Load().order
+	out := make([]IssuerStatus, 0, len(issuers))
+	for _, is := range issuers {
+		st := IssuerStatus{Issuer: is.cfg.Issuer, Optional: is.cfg.Optional}
 		if set := is.set.Load(); set != nil {
 			st.Keys, st.FetchedAt = len(set.Keys), set.FetchedAt
 		}
@@ -431,14 +540,63 @@ func (c *Cache) Status() []IssuerStatus {
 // MinRefreshInterval and RefreshInterval, with jitter. Failures are retried
 // with exponential backoff and jitter, from 1s up to RefreshInterval, and
 // never replace a good key set.
+//
+// Issuers that SetIssuers adds meanwhile get their loop at once; those it
+// removes lose theirs. Run returns when ctx ends and every loop has
+// stopped; a second Run while one runs is an error.
 func (c *Cache) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, name := range c.order {
-		is := c.issuers[name]
-		wg.Go(func() { c.loop(ctx, is) })
+	c.mu.Lock()
+	if c.run != nil {
+		c.mu.Unlock()
+		return errors.New("jwks: Run is already running")
 	}
-	wg.Wait()
+	r := &runner{ctx: ctx, loop: c.loop, stops: map[*issuer]context.CancelFunc{}}
+	for _, is := range c.issuers.Load().order {
+		r.start(is)
+	}
+	c.run = r
+	c.mu.Unlock()
+
+	<-ctx.Done()
+	c.mu.Lock()
+	c.run = nil // no loop starts after this, so none after Wait begins
+	c.mu.Unlock()
+	r.wg.Wait()
 	return nil
+}
+
+// runner is one Run: the context its loops run under, and each loop's own
+// cancel, so that SetIssuers can stop one. A nil *runner (Run not
+// running) starts and stops nothing. Its methods are called under c.mu.
+type runner struct {
+	ctx   context.Context
+	loop  func(context.Context, *issuer)
+	wg    sync.WaitGroup
+	stops map[*issuer]context.CancelFunc
+}
+
+func (r *runner) start(is *issuer) {
+	if r == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.stops[is] = cancel
+	r.wg.Go(func() {
+		defer cancel()
+		r.loop(ctx, is)
+	})
+}
+
+// stop ends the issuer's loop and cancels the fetch it is waiting for. It
+// does not wait: Run does, before it returns.
+func (r *runner) stop(is *issuer) {
+	if r == nil {
+		return
+	}
+	if cancel, ok := r.stops[is]; ok {
+		cancel()
+		delete(r.stops, is)
+	}
 }
 
 func (c *Cache) loop(ctx context.Context, is *issuer) {
@@ -476,7 +634,7 @@ func jitter(d time.Duration) time.Duration {
 
 // Refresh fetches one issuer's keys now (joining a fetch under way).
 func (c *Cache) Refresh(ctx context.Context, iss string) error {
-	is, ok := c.issuers[iss]
+	is, ok := c.issuers.Load().byName[iss]
 	if !ok {
 		return ErrUnknownIssuer
 	}
@@ -510,7 +668,11 @@ func (c *Cache) startFetchLocked(ctx context.Context, is *issuer) <-chan singlef
 		if err != nil {
 			outcome = "error"
 		}
-		c.m.refreshes.WithLabelValues(is.cfg.Issuer, outcome).Inc()
+		// SetIssuers retires an issuer before it cancels its loop, so a
+		// fetch cut short by the removal is not counted as a failure.
+		if !is.retired.Load() {
+			c.m.refreshes.WithLabelValues(is.cfg.Issuer, outcome).Inc()
+		}
 		// From here on, callers start a new fetch rather than join this
 		// finished one.
 		is.mu.Lock()

@@ -81,11 +81,15 @@ func (c *testClock) Advance(d time.Duration) {
 // testHasKid reports whether the issuer's current set holds kid, without
 // a Lookup (which could refetch).
 func testHasKid(c *Cache, iss, kid string) bool {
-	set := c.issuers[iss].set.Load()
+	is, ok := c.issuers.Load().byName[iss]
+	if !ok {
+		return false
+	}
+	set := is.set.Load()
 	if set == nil {
 		return false
 	}
-	_, ok := set.Keys[kid]
+	_, ok = set.Keys[kid]
 	return ok
 }
 
@@ -815,81 +819,90 @@ func TestLookupDuringRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	stop := make(chan struct{})
-	var readers sync.WaitGroup
-	var lookups atomic.Int64
-	errs := make(chan error, 16)
-	for range 4 {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				k, err := c.Lookup(ctx, s.Issuer(), "stable")
-				if err != nil || k.ID != "stable" {
-					errs <- fmt.Errorf("Lookup(stable) = %v, %v", k, err)
-					return
-				}
-				k, err = c.Lookup(ctx, s.Issuer(), "rot")
-				if err != nil {
-					errs <- fmt.Errorf("Lookup(rot): %v", err)
-					return
-				}
-				// Whichever snapshot, its algorithms match its key type.
-				if alg := k.Algorithms[0].String(); !(alg == "ES256" && testPublicEqual(k.Public, a)) && !(alg == "EdDSA" && testPublicEqual(k.Public, b)) {
-					errs <- fmt.Errorf("Lookup(rot) mixes snapshots: alg %s with %T", alg, k.Public)
-					return
-				}
-				_ = c.Unready()
-				lookups.Add(1)
-				runtime.Gosched() // let the refreshers run on a small machine
-			}
-		})
+	lookup := func() error {
+		k, err := c.Lookup(ctx, s.Issuer(), "stable")
+		if err != nil || k.ID != "stable" {
+			return fmt.Errorf("Lookup(stable) = %v, %v", k, err)
+		}
+		k, err = c.Lookup(ctx, s.Issuer(), "rot")
+		if err != nil {
+			return fmt.Errorf("Lookup(rot): %v", err)
+		}
+		// Whichever snapshot, its algorithms match its key type.
+		if alg := k.Algorithms[0].String(); !(alg == "ES256" && testPublicEqual(k.Public, a)) && !(alg == "EdDSA" && testPublicEqual(k.Public, b)) {
+			return fmt.Errorf("Lookup(rot) mixes snapshots: alg %s with %T", alg, k.Public)
+		}
+		_ = c.Unready()
+		return nil
 	}
-	// Metrics are gathered concurrently too.
-	readers.Go(func() {
+	// Two refreshers race each other as well (refreshes are serialised).
+	refresh := func(w int) error {
+		for i := range 10 {
+			if (i+w)%2 == 0 {
+				s.SetKeys(stable, b)
+			} else {
+				s.SetKeys(stable, a)
+			}
+			if err := c.Refresh(ctx, s.Issuer()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	testReadWhileWriting(t, reg, 4, lookup, 2, refresh)
+}
+
+// testReadWhileWriting runs read over and over in each of readers
+// goroutines, and gathers reg's metrics likewise, while write runs once in
+// each of writers goroutines (numbered from 0); when the writers are done
+// it stops the readers and fails the test with every error, or if no read
+// completed. A reader stops at its first error.
+func testReadWhileWriting(t *testing.T, reg *prometheus.Registry, readers int, read func() error, writers int, write func(w int) error) {
+	t.Helper()
+	stop := make(chan struct{})
+	errs := make(chan error, readers+writers+1)
+	var reads atomic.Int64
+	var readersDone, writersDone sync.WaitGroup
+	repeat := func(f func() error, count *atomic.Int64) {
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			if _, err := reg.Gather(); err != nil {
+			if err := f(); err != nil {
 				errs <- err
 				return
 			}
-			runtime.Gosched()
+			count.Add(1)
+			runtime.Gosched() // let the writers run on a small machine
 		}
+	}
+	for range readers {
+		readersDone.Go(func() { repeat(read, &reads) })
+	}
+	readersDone.Go(func() {
+		repeat(func() error {
+			_, err := reg.Gather()
+			return err
+		}, new(atomic.Int64))
 	})
-
-	// Two refreshers race each other as well (refreshes are serialised).
-	var writers sync.WaitGroup
-	for w := range 2 {
-		writers.Go(func() {
-			for i := range 10 {
-				if (i+w)%2 == 0 {
-					s.SetKeys(stable, b)
-				} else {
-					s.SetKeys(stable, a)
-				}
-				if err := c.Refresh(ctx, s.Issuer()); err != nil {
-					errs <- err
-					return
-				}
+	for w := range writers {
+		writersDone.Go(func() {
+			if err := write(w); err != nil {
+				errs <- err
 			}
 		})
 	}
-	writers.Wait()
+	writersDone.Wait()
 	close(stop)
-	readers.Wait()
+	readersDone.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
-	if lookups.Load() == 0 {
-		t.Error("no lookups ran")
+	if reads.Load() == 0 {
+		t.Error("no reads ran")
 	}
 }
 
@@ -927,6 +940,16 @@ func testErrIs(target error) func(*testing.T, error) {
 // testMetricValue reads one sample from the registry by name and labels.
 func testMetricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
+	v, ok := testMetricSample(t, reg, name, labels)
+	if !ok {
+		t.Fatalf("no sample %s%v", name, labels)
+	}
+	return v
+}
+
+// testMetricSample reads one sample, if the registry has it.
+func testMetricSample(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -947,14 +970,13 @@ func testMetricValue(t *testing.T, reg *prometheus.Registry, name string, labels
 			}
 			switch {
 			case m.Counter != nil:
-				return m.GetCounter().GetValue()
+				return m.GetCounter().GetValue(), true
 			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
+				return m.GetGauge().GetValue(), true
 			}
 		}
 	}
-	t.Fatalf("no sample %s%v", name, labels)
-	return 0
+	return 0, false
 }
 
 func testMetric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string, want float64) {

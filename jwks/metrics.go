@@ -26,19 +26,28 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 			return nil, err
 		}
 	}
-	// Every issuer shows up at zero before its first fetch.
-	for _, name := range c.order {
-		m.refreshes.WithLabelValues(name, "success")
-		m.refreshes.WithLabelValues(name, "error")
-		for _, o := range []string{"found", "not_found", "timeout", "rate_limited", "remembered"} {
-			m.unknownKid.WithLabelValues(name, o)
-		}
-	}
 	return m, nil
 }
 
+// zero makes an issuer's counters show up at zero before its first fetch.
+//
+// Counters are never deleted, not even when SetIssuers removes the issuer:
+// one that vanished and came back at zero when the issuer is configured
+// again would read as a reset, and a fetch or lookup still under way could
+// bring a deleted series back half-counted. Their number is bounded by the
+// issuers ever configured in the process. The gauges below describe the
+// current configuration only.
+func (m *metrics) zero(iss string) {
+	m.refreshes.WithLabelValues(iss, "success")
+	m.refreshes.WithLabelValues(iss, "error")
+	for _, o := range []string{"found", "not_found", "timeout", "rate_limited", "remembered"} {
+		m.unknownKid.WithLabelValues(iss, o)
+	}
+}
+
 // setCollector reads key counts and ages straight from the snapshots, so the
-// gauges can never disagree with what the request path sees.
+// gauges can never disagree with what the request path sees, and an issuer
+// that SetIssuers removed has no gauge series.
 type setCollector struct {
 	c          *Cache
 	keys, last *prometheus.Desc
@@ -50,8 +59,8 @@ func (s setCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (s setCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, name := range s.c.order {
-		set := s.c.issuers[name].set.Load()
+	for _, is := range s.c.issuers.Load().order {
+		name, set := is.cfg.Issuer, is.set.Load()
 		n := 0
 		if set != nil {
 			n = len(set.Keys)

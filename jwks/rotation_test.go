@@ -88,7 +88,7 @@ var testKidOutcomes = []string{"found", "not_found", "timeout", "rate_limited", 
 
 // testRemembered is how many kids the issuer remembers as not found.
 func testRemembered(c *Cache, iss string) int {
-	is := c.issuers[iss]
+	is := c.issuers.Load().byName[iss]
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	return len(is.notFound)
@@ -863,7 +863,7 @@ func TestCacheForFromServer(t *testing.T) {
 		want time.Duration
 	}{{"max-age=1", time.Minute}, {"max-age=180", 3 * time.Minute}, {"max-age=3600", 5 * time.Minute}, {"", 5 * time.Minute}} {
 		s.SetHeader("Cache-Control", tt.cc)
-		r := <-c.startFetch(context.Background(), c.issuers[s.Issuer()])
+		r := <-c.startFetch(context.Background(), c.issuers.Load().byName[s.Issuer()])
 		if r.Err != nil {
 			t.Fatal(r.Err)
 		}

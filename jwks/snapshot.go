@@ -28,9 +28,15 @@ func (c *Cache) snapshotPath(is *issuer) string {
 
 // writeSnapshot stores set atomically: a temporary file in the same
 // directory, fsync, rename, fsync of the directory. A failure is logged and
-// changes nothing in memory.
+// changes nothing in memory. A retired issuer writes nothing: its file may
+// already belong to the issuer that replaced it.
 func (c *Cache) writeSnapshot(is *issuer, set *Set) {
 	if c.opts.SnapshotDir == "" || set.raw == nil {
+		return
+	}
+	is.snapMu.Lock()
+	defer is.snapMu.Unlock()
+	if is.retired.Load() {
 		return
 	}
 	if err := c.saveSnapshot(is, set); err != nil {

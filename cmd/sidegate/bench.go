@@ -1794,14 +1794,21 @@ func sidegateDecisions(ctx context.Context, sg *target) []string {
 		if !ok {
 			continue
 		}
-		var parts []string
+		l := map[string]string{}
 		for kv := range strings.SplitSeq(labels, ",") {
-			if _, v, ok := strings.Cut(kv, "="); ok {
-				parts = append(parts, strings.Trim(v, `"`))
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				l[k] = strings.Trim(v, `"`)
 			}
 		}
+		name := l["decision"] + "/" + l["reason"]
+		if r := l["route"]; r != "" && r != "default" {
+			name += " on " + r
+		}
+		if l["enforced"] == "false" {
+			name += " (not enforced)"
+		}
 		if v, err := strconv.ParseFloat(strings.Fields(value)[0], 64); err == nil && v > 0 {
-			out = append(out, fmt.Sprintf("%s %.0f", strings.Join(parts, "/"), v))
+			out = append(out, fmt.Sprintf("%s %.0f", name, v))
 		}
 	}
 	slices.Sort(out)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,37 @@ type Config struct {
 	Metrics    MetricsConfig    `yaml:"metrics"`
 	Cache      CacheConfig      `yaml:"cache"`
 	Debug      DebugConfig      `yaml:"debug"`
+	// Routes are matched in order, first match wins; DefaultRoute applies
+	// when none matches (auth: required unless set).
+	Routes       []authz.RouteConfig `yaml:"routes"`
+	DefaultRoute authz.RouteConfig   `yaml:"default_route"`
+	Policy       PolicyConfig        `yaml:"policy"`
+	CSRF         authz.CSRFConfig    `yaml:"csrf"`
+	Reload       ReloadConfig        `yaml:"reload"`
+
+	// policy is the compiled routes, set by Validate; warnings are what
+	// compiling them found suspicious (check-config prints them, serve
+	// logs them).
+	policy   *authz.Policy
+	warnings []string
+	// path and sum are the file it was loaded from and the SHA-256 of its
+	// content, for live reload; empty when parsed from bytes.
+	path string
+	sum  [sha256.Size]byte
+}
+
+// PolicyConfig holds settings for every route.
+type PolicyConfig struct {
+	// Mode is enforce (the default) or shadow: decide fully, record what
+	// would have happened, allow.
+	Mode string `yaml:"mode"`
+}
+
+// ReloadConfig is live reload of the configuration file.
+type ReloadConfig struct {
+	// Interval is how often the file is checked for a change (a ConfigMap
+	// update); 0s turns the watch off. SIGHUP reloads either way.
+	Interval *Duration `yaml:"interval"`
 }
 
 // CacheConfig is the verified-token cache, on by default.
@@ -214,6 +246,10 @@ const (
 	defaultRefresh     = 5 * time.Minute
 	defaultJWKSTimeout = 10 * time.Second
 	defaultShutdown    = 15 * time.Second
+	// Kubernetes updates a mounted ConfigMap within about a minute; a
+	// check every few seconds adds little to that and costs one small
+	// file read.
+	defaultReloadInterval = 5 * time.Second
 )
 
 // LoadConfig reads, defaults and validates a configuration file.
@@ -222,7 +258,12 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return ParseConfig(data)
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	cfg.path, cfg.sum = path, sha256.Sum256(data)
+	return cfg, nil
 }
 
 // ParseConfig parses YAML, applies defaults and validates. Unknown keys,
@@ -325,6 +366,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Listen.HTTP, defaultHTTP)
 	setDefault(&c.Listen.Admin, defaultAdmin)
 	setDefault(&c.Listen.ShutdownTimeout, Duration(defaultShutdown))
+	if c.Reload.Interval == nil {
+		iv := Duration(defaultReloadInterval)
+		c.Reload.Interval = &iv
+	}
 	for i := range c.Issuers {
 		if c.Issuers[i].Algorithms == nil {
 			c.Issuers[i].Algorithms = slices.Clone(defaultAlgorithms)
@@ -556,10 +601,41 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateRevocation(&p)
+	if iv := c.Reload.Interval; iv != nil && iv.D() < 0 {
+		p.add("reload.interval", "must not be negative")
+	}
+	c.compilePolicy(&p)
 	if len(p) > 0 {
 		return p
 	}
 	return nil
+}
+
+// compilePolicy compiles routes, default_route, policy and csrf, reporting
+// each problem with the route it is about.
+func (c *Config) compilePolicy(p *problems) {
+	var names []string
+	for _, is := range c.Issuers {
+		names = append(names, is.Issuer)
+	}
+	pol, warnings, err := authz.CompilePolicy(authz.PolicyConfig{
+		Routes: c.Routes, Default: c.DefaultRoute, Mode: c.Policy.Mode, CSRF: c.CSRF,
+	}, names)
+	if err != nil {
+		for _, e := range unjoin(err) {
+			*p = append(*p, e.Error())
+		}
+		return
+	}
+	c.policy, c.warnings = pol, warnings
+}
+
+// unjoin lists the errors of an errors.Join, or err itself.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // Headers that must never be set from a claim: they change how the request
@@ -676,6 +752,7 @@ func (c *Config) engineConfig() authz.Config {
 	for _, h := range sortedKeys(c.Forward.Claims) {
 		ec.ForwardClaims = append(ec.ForwardClaims, authz.ForwardClaim{Header: strings.ToLower(h), Claim: c.Forward.Claims[h]})
 	}
+	ec.Policy = c.policy
 	return ec
 }
 
@@ -715,9 +792,13 @@ func (c *Config) Summary() string {
 	for _, ck := range c.Tokens.Cookies {
 		src = append(src, "cookie "+ck)
 	}
-	return fmt.Sprintf("ok: %d issuer(s); tokens from %s; %d identity header(s); grpc %s, http %s, admin %s",
+	routes := ""
+	if len(c.Routes) > 0 {
+		routes = fmt.Sprintf("; %d route(s)", len(c.Routes))
+	}
+	return fmt.Sprintf("ok: %d issuer(s); tokens from %s; %d identity header(s)%s; grpc %s, http %s, admin %s",
 		len(c.Issuers), strings.Join(src, ", "), len(c.Forward.Claims)+boolInt(*c.Forward.PayloadHeader != ""),
-		c.Listen.GRPC, c.Listen.HTTP, c.Listen.Admin)
+		routes, c.Listen.GRPC, c.Listen.HTTP, c.Listen.Admin)
 }
 
 func boolInt(b bool) int {

@@ -557,3 +557,71 @@ issuers: [{issuer: "https://i/", jwks_uri: "https://i/jwks", audiences: [a]}]
 		}
 	}
 }
+
+// TestParseConfigRoutes: routes are validated with the rest of the file,
+// every problem named by its route, unknown keys inside a route caught,
+// and a covered route is a warning, not an error.
+func TestParseConfigRoutes(t *testing.T) {
+	const base = `
+issuers:
+  - issuer: https://login.example.com/
+    jwks_uri: https://login.example.com/jwks
+    audiences: [orders-api]
+`
+	cfg := mustParse(t, base+`
+routes:
+  - name: health
+    match: {paths: [/healthz], methods: [GET]}
+    auth: none
+  - name: admin
+    match: {path_prefix: /admin/}
+    require:
+      scopes: [admin:write]
+      claims: {realm_access.roles: [admin], email_verified: true}
+  - name: admin-users
+    match: {path_prefix: /admin/users/}
+csrf: {trusted_origins: ["https://app.example.com"]}
+policy: {mode: shadow}
+`)
+	if cfg.policy == nil || len(cfg.policy.RouteNames()) != 4 {
+		t.Fatalf("policy %v", cfg.policy)
+	}
+	if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "admin-users") {
+		t.Errorf("warnings %q, want one about admin-users, covered by admin", cfg.warnings)
+	}
+	if !strings.Contains(cfg.Summary(), "3 route(s)") {
+		t.Errorf("summary %q", cfg.Summary())
+	}
+
+	p := configProblems(t, base+`
+routes:
+  - name: admin
+    match: {path_prefix: /admin/}
+    issuers: [https://other.example.com/]
+    require: {claims: {"a..b": x}}
+    mode: loud
+  - name: empty
+    auth: none
+    mach: {paths: [/x]}
+csrf: {trusted_origins: ["https://app.example.com/"], mode: maybe}
+`)
+	for _, want := range []string{
+		"routes[1].mach: unknown key",
+		`routes[0] (admin): issuers`,
+		`routes[0] (admin)`,
+		"a..b",
+		"loud",
+		"maybe",
+		"https://app.example.com/",
+	} {
+		found := false
+		for _, s := range p {
+			if strings.Contains(s, want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no problem mentions %q in:\n%s", want, strings.Join(p, "\n"))
+		}
+	}
+}

@@ -32,6 +32,8 @@ type daemon struct {
 	keys     *jwks.Cache
 	denylist *revocation.Denylist   // nil without revocation
 	feed     *revocation.Subscriber // nil without revocation
+	deny     authz.Denylist         // what engines check; nil without revocation
+	reload   *reloader              // nil when not loaded from a file
 	grpc     *grpc.Server
 	health   *authz.Health
 	http     *http.Server
@@ -53,14 +55,13 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 		return nil, err
 	}
 	d := &daemon{cfg: cfg, log: log, keys: keys}
-	var deny authz.Denylist
 	if cfg.Revocation.NATS.URL != "" {
 		if err := d.buildRevocation(reg); err != nil {
 			return nil, err
 		}
-		deny = denylist{list: d.denylist, feed: d.feed}
+		d.deny = denylist{list: d.denylist, feed: d.feed}
 	}
-	engine, err := authz.NewEngine(cfg.engineConfig(), keys, deny, nil)
+	engine, err := authz.NewEngine(cfg.engineConfig(), keys, d.deny, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -68,17 +69,26 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(engine.CacheCollector()); err != nil {
-		return nil, err
-	}
+	m.InitRoutes(cfg.policy.RouteNames())
+	var stages func(string, time.Duration)
 	if cfg.Metrics.Stages {
 		sm, err := authz.NewStageMetrics(reg)
 		if err != nil {
 			return nil, err
 		}
-		engine.SetStageObserver(sm.Observe)
+		stages = sm.Observe
+		engine.SetStageObserver(stages)
 	}
 	srv := authz.NewServer(engine, m, log.With("component", "authz"))
+	if err := reg.Register(srv.CacheCollector()); err != nil {
+		return nil, err
+	}
+	if cfg.path != "" {
+		if d.reload, err = newReloader(cfg, d, srv, m, reg, log.With("component", "config")); err != nil {
+			return nil, err
+		}
+		d.reload.stages = stages
+	}
 	d.grpc, d.health = authz.NewGRPCServer(srv)
 	d.http = &http.Server{
 		Handler:           srv,
@@ -243,8 +253,14 @@ func (d *daemon) Run(ctx context.Context) error {
 	g.Go(func() error { return serveHTTP(d.http, d.lns.http) })
 	g.Go(func() error { return serveHTTP(d.admin, d.lns.admin) })
 	g.Go(func() error { d.watchReadiness(gctx); return nil })
+	if d.reload != nil {
+		g.Go(func() error { return d.reload.Run(gctx, d.cfg.Reload.Interval.D()) })
+	}
 	d.log.Info("sidegate started", "version", versionString(), "grpc", d.lns.grpc.Addr().String(),
 		"http", d.lns.http.Addr().String(), "admin", d.lns.admin.Addr().String(), "issuers", len(d.cfg.Issuers))
+	for _, w := range d.cfg.warnings {
+		d.log.Warn("routes: " + w)
+	}
 	if d.feed == nil {
 		d.log.Warn("revocation is off (no revocation.nats.url): tokens stay valid until they expire")
 	}

@@ -582,16 +582,16 @@ func TestDaemon(t *testing.T) {
 	t.Run("metrics", func(t *testing.T) {
 		m := scrape(t, rd.adminURL())
 		want := map[string]float64{
-			`sidegate_decisions_total{decision="allow",reason="ok"}`:                   float64(allowed),
-			`sidegate_decisions_total{decision="deny",reason="expired"}`:               float64(denied["expired"]),
-			`sidegate_decisions_total{decision="deny",reason="audience_mismatch"}`:     float64(denied["audience_mismatch"]),
-			`sidegate_decisions_total{decision="deny",reason="bad_signature"}`:         float64(denied["bad_signature"]),
-			`sidegate_decisions_total{decision="deny",reason="no_token"}`:              float64(denied["no_token"]),
-			`sidegate_decisions_total{decision="deny",reason="keys_unavailable"}`:      2,
-			`sidegate_decisions_total{decision="deny",reason="revoked"}`:               0,
-			`sidegate_check_duration_seconds_count{decision="allow",transport="grpc"}`: float64(allowedGRPC),
-			`sidegate_check_duration_seconds_count{decision="allow",transport="http"}`: float64(allowed - allowedGRPC),
-			`sidegate_jwks_keys{issuer="` + idp.Issuer() + `"}`:                        3,
+			`sidegate_decisions_total{decision="allow",enforced="true",reason="ok",route="default"}`:               float64(allowed),
+			`sidegate_decisions_total{decision="deny",enforced="true",reason="expired",route="default"}`:           float64(denied["expired"]),
+			`sidegate_decisions_total{decision="deny",enforced="true",reason="audience_mismatch",route="default"}`: float64(denied["audience_mismatch"]),
+			`sidegate_decisions_total{decision="deny",enforced="true",reason="bad_signature",route="default"}`:     float64(denied["bad_signature"]),
+			`sidegate_decisions_total{decision="deny",enforced="true",reason="no_token",route="default"}`:          float64(denied["no_token"]),
+			`sidegate_decisions_total{decision="deny",enforced="true",reason="keys_unavailable",route="default"}`:  2,
+			`sidegate_decisions_total{decision="deny",enforced="true",reason="revoked",route="default"}`:           0,
+			`sidegate_check_duration_seconds_count{decision="allow",transport="grpc"}`:                             float64(allowedGRPC),
+			`sidegate_check_duration_seconds_count{decision="allow",transport="http"}`:                             float64(allowed - allowedGRPC),
+			`sidegate_jwks_keys{issuer="` + idp.Issuer() + `"}`:                                                    3,
 		}
 		for series, v := range want {
 			if got := metricValue(t, m, series); got != v {

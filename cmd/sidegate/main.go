@@ -138,6 +138,9 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: %s\n", *path, cfg.Summary())
+	for _, w := range cfg.warnings {
+		fmt.Fprintf(stdout, "%s: warning: %s\n", *path, w)
+	}
 	return 0
 }
 
