@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"regexp"
 	"sort"
@@ -263,8 +264,18 @@ func seriesKey(name string, labels map[string]string) string {
 	return b.String()
 }
 
-// get returns the value of one series and whether it exists.
+// get returns the value of one series and whether it exists. A
+// sidegate_decisions_total series is on the default route, enforced,
+// unless labels say otherwise.
 func (m metrics) get(name string, labels map[string]string) (float64, bool) {
+	if name == "sidegate_decisions_total" {
+		labels = maps.Clone(labels)
+		for k, v := range map[string]string{"route": "default", "enforced": "true"} {
+			if _, ok := labels[k]; !ok {
+				labels[k] = v
+			}
+		}
+	}
 	v, ok := m[seriesKey(name, labels)]
 	return v, ok
 }
