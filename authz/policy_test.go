@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
 
 	"gopkg.in/yaml.v3"
 )
@@ -397,5 +401,103 @@ func TestPolicyCachedClaims(t *testing.T) {
 	}
 	if st := f.engine.cache.stats(); st.hits < 6 {
 		t.Errorf("cache hits %d: the later rounds should be served from the cache", st.hits)
+	}
+}
+
+// TestPolicyOverGRPC: the route, the CSRF check and the requirement
+// response over the wire, with the request attributes and lower-case
+// headers as Envoy sends them, and the route named by a context extension.
+func TestPolicyOverGRPC(t *testing.T) {
+	f := policyFixture(t, policyYAML)
+	s := grpcStart(t, f.engine)
+	tok := f.token(t, "ES256", f.claims(), nil)
+	req := func(method, path, route string, headers map[string]string) *authv3.CheckRequest {
+		r := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Method: method, Path: path, Host: "shop.example.com", Scheme: "https", Headers: headers,
+			}},
+		}}
+		if route != "" {
+			r.Attributes.ContextExtensions = map[string]string{RouteExtension: route}
+		}
+		return r
+	}
+	cookie := map[string]string{"cookie": "session=" + tok}
+
+	grpcOK(t, grpcCheck(t, s, req("GET", "/healthz", "", nil)))
+	grpcOK(t, grpcCheck(t, s, req("POST", "/orders", "", mergeHeaders(cookie, map[string]string{"sec-fetch-site": "same-origin"}))))
+	grpcOK(t, grpcCheck(t, s, req("POST", "/orders", "", mergeHeaders(cookie, map[string]string{"origin": "https://shop.example.com"}))))
+	grpcOK(t, grpcCheck(t, s, req("DELETE", "/orders", "", bearer(tok))))
+	grpcDenied(t, grpcCheck(t, s, req("POST", "/orders", "", mergeHeaders(cookie, map[string]string{"sec-fetch-site": "cross-site", "origin": "https://evil.example"}))), 403, codes.PermissionDenied, "csrf")
+	grpcDenied(t, grpcCheck(t, s, req("GET", "/x", "nope", nil)), 500, codes.Internal, "unknown_route")
+	grpcDenied(t, grpcCheck(t, s, req("GET", "/admin%2Fx", "", bearer(tok))), 403, codes.PermissionDenied, "bad_path")
+	// Named by Envoy: the path says nothing.
+	grpcOK(t, grpcCheck(t, s, req("GET", "/admin/x", "health", nil)))
+
+	resp := grpcCheck(t, s, req("GET", "/admin/x", "", bearer(tok)))
+	grpcDenied(t, resp, 403, codes.PermissionDenied, "insufficient_scope")
+	var www string
+	for _, h := range resp.GetDeniedResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == "www-authenticate" {
+			www = h.GetHeader().GetValue()
+		}
+	}
+	if !strings.Contains(www, `error="insufficient_scope"`) || !strings.Contains(www, `scope="admin:write"`) {
+		t.Errorf("www-authenticate %q", www)
+	}
+	if b := resp.GetDeniedResponse().GetBody(); !strings.Contains(b, `"route":"admin"`) || !strings.Contains(b, `"requirement":"scope admin:write"`) {
+		t.Errorf("body %s", b)
+	}
+
+	// Shadow: allowed, identity set, counted as a denial not enforced.
+	set, _ := grpcOK(t, grpcCheck(t, s, req("GET", "/beta/x", "", bearer(tok))))
+	if set["x-user-id"] != "user-1" {
+		t.Errorf("shadow allow without identity: %v", set)
+	}
+	for _, c := range []struct {
+		labels map[string]string
+		want   float64
+	}{
+		{map[string]string{"decision": "deny", "reason": "insufficient_scope", "route": "beta", "enforced": "false"}, 1},
+		{map[string]string{"decision": "deny", "reason": "insufficient_scope", "route": "admin", "enforced": "true"}, 1},
+		{map[string]string{"decision": "deny", "reason": "csrf", "route": "default", "enforced": "true"}, 1},
+		{map[string]string{"decision": "deny", "reason": "unknown_route", "route": "(none)", "enforced": "true"}, 1},
+		{map[string]string{"decision": "deny", "reason": "bad_path", "route": "(none)", "enforced": "true"}, 1},
+		{map[string]string{"decision": "allow", "reason": "ok", "route": "health", "enforced": "true"}, 2},
+	} {
+		if got := grpcMetric(t, s.reg, "sidegate_decisions_total", c.labels); got != c.want {
+			t.Errorf("sidegate_decisions_total%v = %v, want %v", c.labels, got, c.want)
+		}
+	}
+}
+
+// TestPolicyOverHTTP: behind nginx, Caddy or Traefik the check is a
+// subrequest; the client's method, path and host come from
+// X-Forwarded-Method, -Uri and -Host, and no header can name a route.
+func TestPolicyOverHTTP(t *testing.T) {
+	f := policyFixture(t, policyYAML)
+	srv, _ := httpStart(t, f.engine)
+	tok := f.token(t, "ES256", f.claims(), nil)
+	for _, tc := range []struct {
+		name    string
+		method  string
+		headers http.Header
+		status  int
+		reason  string
+	}{
+		{"cookie POST forwarded as such, cross-site", "GET", http.Header{"Cookie": {"session=" + tok}, "X-Forwarded-Method": {"POST"}, "X-Forwarded-Uri": {"/orders"}, "X-Forwarded-Host": {"shop.example.com"}, "Origin": {"https://evil.example"}}, 403, "csrf"},
+		{"cookie POST, same origin", "GET", http.Header{"Cookie": {"session=" + tok}, "X-Forwarded-Method": {"POST"}, "X-Forwarded-Uri": {"/orders"}, "X-Forwarded-Host": {"shop.example.com"}, "Origin": {"https://shop.example.com"}}, 200, "ok"},
+		{"cookie GET subrequest of a client GET", "GET", http.Header{"Cookie": {"session=" + tok}, "X-Forwarded-Method": {"GET"}, "X-Forwarded-Uri": {"/orders"}, "Origin": {"https://evil.example"}}, 200, "ok"},
+		{"no forwarded headers: the request's own", "POST", http.Header{"Cookie": {"session=" + tok}, "Origin": {"https://evil.example"}}, 403, "csrf"},
+		{"public path, forwarded", "GET", http.Header{"X-Forwarded-Method": {"GET"}, "X-Forwarded-Uri": {"/healthz?x=1"}}, 200, "ok"},
+		{"route header ignored", "GET", http.Header{"X-Sidegate-Route": {"health"}, "X-Forwarded-Uri": {"/orders"}}, 401, "no_token"},
+		{"ambiguous forwarded path", "GET", http.Header{"Authorization": {"Bearer " + tok}, "X-Forwarded-Uri": {"/admin%2fx"}}, 403, "bad_path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := httpDo(t, srv, tc.method, "/_sidegate", nil, tc.headers)
+			if resp.StatusCode != tc.status || (tc.status != 200 && !strings.Contains(body, `"reason":"`+tc.reason+`"`)) {
+				t.Errorf("status %d body %s, want %d %s", resp.StatusCode, body, tc.status, tc.reason)
+			}
+		})
 	}
 }
