@@ -532,9 +532,11 @@ func TestGRPCMetrics(t *testing.T) {
 	c["iat"], c["exp"] = testNow.Add(-2*time.Hour).Unix(), testNow.Add(-time.Hour).Unix()
 	expired := f.token(t, "ES256", c, nil)
 
-	// Every series exists at zero before the first check.
-	if n, err := testutil.GatherAndCount(s.reg, "sidegate_decisions_total"); err != nil || n != len(Reasons()) {
-		t.Errorf("%d decision series before any check (%v), want %d", n, err, len(Reasons()))
+	// Every series exists at zero before the first check: each reason on
+	// the default route, and the two denials of requests no route could
+	// be chosen for.
+	if n, err := testutil.GatherAndCount(s.reg, "sidegate_decisions_total"); err != nil || n != len(Reasons())+2 {
+		t.Errorf("%d decision series before any check (%v), want %d", n, err, len(Reasons())+2)
 	}
 	if got := grpcMetric(t, s.reg, "sidegate_decisions_total", map[string]string{"decision": "deny", "reason": "revoked"}); got != 0 {
 		t.Errorf("revoked = %v before any check", got)

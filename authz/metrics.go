@@ -56,6 +56,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	// Start every series at zero so that rate() and alerts see them at once.
 	m.durations = make(map[string]*[2]prometheus.Observer)
 	m.InitRoutes([]string{defaultRouteName})
+	// The denials a request no route could be chosen for gets.
+	for _, r := range []string{"bad_path", "unknown_route"} {
+		m.counter(decisionKey{route: unrouted, reason: r, deny: true})
+	}
 	for _, t := range []string{TransportGRPC, TransportHTTP} {
 		m.durations[t] = &[2]prometheus.Observer{
 			m.duration.WithLabelValues(t, "deny"),

@@ -157,7 +157,9 @@ func TestObservabilityAssets(t *testing.T) {
 func obsExportedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	idp := newTestIdP(t)
-	rd := startDaemon(t, revConfig(t, idp, natstest.Start(t)))
+	cfg := revConfig(t, idp, natstest.Start(t))
+	cfg.path = t.TempDir() + "/sidegate.yaml"
+	rd := startDaemon(t, cfg)
 	rd.waitReady(t)
 	client := authv3.NewAuthorizationClient(dialGRPC(t, rd.grpcAddr()))
 	tok := idp.mint(t, "ES256", "alice", nil)
