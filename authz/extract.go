@@ -77,6 +77,15 @@ func parseBearer(v string) (string, error) {
 // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 func isB64Token(s string) bool {
 	i := 0
+	// Eight bytes a step while they all are token characters: one branch
+	// for eight table loads (this scan is a third of a cached check).
+	for ; i+8 <= len(s); i += 8 {
+		b := s[i : i+8]
+		if charClass[b[0]]&charClass[b[1]]&charClass[b[2]]&charClass[b[3]]&
+			charClass[b[4]]&charClass[b[5]]&charClass[b[6]]&charClass[b[7]]&b64TokenChar == 0 {
+			break
+		}
+	}
 	for ; i < len(s); i++ {
 		if charClass[s[i]]&b64TokenChar == 0 {
 			break
