@@ -171,23 +171,31 @@ func (r *reloader) apply(cfg *Config) error {
 	return nil
 }
 
+// restartBound are the top-level sections bound at start. The chart's
+// checksum/config-restart annotation hashes the same list, so that editing
+// one of them rolls the pods while the rest applies live.
+var restartBound = []string{"listen", "revocation", "metrics", "debug", "jwks", "reload"}
+
+// restartSections are c's restartBound sections, by key.
+func restartSections(c *Config) map[string]any {
+	var interval time.Duration
+	if c.Reload.Interval != nil {
+		interval = c.Reload.Interval.D()
+	}
+	return map[string]any{
+		"listen": c.Listen, "revocation": c.Revocation, "metrics": c.Metrics,
+		"debug": c.Debug, "jwks": c.JWKS, "reload": interval,
+	}
+}
+
 // restartOnly lists the settings that differ between old and new but are
 // bound at start.
 func restartOnly(old, new *Config) []string {
+	o, n := restartSections(old), restartSections(new)
 	var out []string
-	for _, f := range []struct {
-		key      string
-		old, new any
-	}{
-		{"listen", old.Listen, new.Listen},
-		{"revocation", old.Revocation, new.Revocation},
-		{"metrics", old.Metrics, new.Metrics},
-		{"debug", old.Debug, new.Debug},
-		{"jwks", old.JWKS, new.JWKS},
-		{"reload", old.Reload.Interval.D(), new.Reload.Interval.D()},
-	} {
-		if !reflect.DeepEqual(f.old, f.new) {
-			out = append(out, f.key)
+	for _, key := range restartBound {
+		if !reflect.DeepEqual(o[key], n[key]) {
+			out = append(out, key)
 		}
 	}
 	return out

@@ -66,6 +66,37 @@ the key is unset. */}}
 {{- toYaml $cfg }}
 {{- end }}
 
+{{/* Directory the ConfigMap is mounted at, and sidegate's --config in it. */}}
+{{- define "sidegate.configDir" -}}
+/etc/sidegate/config
+{{- end }}
+
+{{- define "sidegate.configPath" -}}
+{{ include "sidegate.configDir" . }}/sidegate.yaml
+{{- end }}
+
+{{/*
+sidegate.checkMounts: fails when two of the directories the sidegate
+container mounts (the ConfigMap, secret, ca, snapshots) are the same or one
+is inside another: a volume cannot be mounted inside a read-only ConfigMap
+or Secret volume, and one hiding another would hide the configuration.
+*/}}
+{{- define "sidegate.checkMounts" -}}
+{{- $mounts := dict "the ConfigMap" (include "sidegate.configDir" .) }}
+{{- if include "sidegate.hasSecret" . }}{{ $_ := set $mounts "secret.mountPath" .Values.secret.mountPath }}{{ end }}
+{{- if include "sidegate.hasCA" . }}{{ $_ := set $mounts "ca.mountPath" .Values.ca.mountPath }}{{ end }}
+{{- if .Values.snapshots.enabled }}{{ $_ := set $mounts "snapshots.mountPath" .Values.snapshots.mountPath }}{{ end }}
+{{- range $a, $pa := $mounts }}
+{{- range $b, $pb := $mounts }}
+{{- $da := printf "%s/" (trimSuffix "/" $pa) }}
+{{- $db := printf "%s/" (trimSuffix "/" $pb) }}
+{{- if and (lt $a $b) (or (hasPrefix $da $db) (hasPrefix $db $da)) }}
+{{- fail (printf "%s (%s) and %s (%s) overlap: give each its own directory" $a $pa $b $pb) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Port of a listen address ("0.0.0.0:9191" → 9191); second arg is the default. */}}
 {{- define "sidegate.port" -}}
 {{- $addr := index . 0 | default "" | toString }}
@@ -156,6 +187,7 @@ e.g. (dict "Values" .Values.sidegate "Chart" (dict "Name" "sidegate" "Version" "
 Pair it with sidegate.volumes and the ConfigMap this chart renders.
 */}}
 {{- define "sidegate.sidecarContainer" -}}
+{{- include "sidegate.checkMounts" . }}
 {{- $listen := .Values.config.listen | default dict -}}
 - name: sidegate
   image: {{ include "sidegate.image" . | quote }}
@@ -163,7 +195,7 @@ Pair it with sidegate.volumes and the ConfigMap this chart renders.
   args:
     - serve
     - --config
-    - /etc/sidegate/sidegate.yaml
+    - {{ include "sidegate.configPath" . }}
     - --log-format
     - {{ .Values.logFormat | quote }}
     {{- range .Values.extraArgs }}
@@ -200,9 +232,11 @@ Pair it with sidegate.volumes and the ConfigMap this chart renders.
   securityContext:
     {{- toYaml .Values.securityContext | nindent 4 }}
   volumeMounts:
+    {{- /* The whole ConfigMap as a directory, never a subPath: the kubelet
+    updates a ConfigMap volume in place (an atomic symlink swap), which a
+    subPath mount never sees, and sidegate reloads the file it points at. */}}
     - name: sidegate-config
-      mountPath: /etc/sidegate/sidegate.yaml
-      subPath: sidegate.yaml
+      mountPath: {{ include "sidegate.configDir" . }}
       readOnly: true
     {{- if include "sidegate.hasSecret" . }}
     - name: sidegate-secret
