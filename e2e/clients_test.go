@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -156,54 +157,82 @@ func (d denial) checkBody(raw string) error {
 	return nil
 }
 
+// httpErr says how an HTTP check's answer differs from the denial, or nil.
+func (d denial) httpErr(code int, hdr http.Header, raw string) error {
+	var errs []error
+	if code != d.status {
+		errs = append(errs, fmt.Errorf("HTTP status %d, want %d (body %s)", code, d.status, raw))
+	}
+	errs = append(errs, d.checkChallenge(hdr.Get("WWW-Authenticate")), d.checkBody(raw))
+	if v := hdr.Get("X-User-Id"); v != "" {
+		errs = append(errs, fmt.Errorf("a denial carries X-User-Id %q", v))
+	}
+	return errors.Join(errs...)
+}
+
 // assertHTTP checks an HTTP check's denial.
 func (d denial) assertHTTP(t *testing.T, code int, hdr http.Header, raw string) {
 	t.Helper()
-	if code != d.status {
-		t.Errorf("HTTP status %d, want %d (body %s)", code, d.status, raw)
-	}
-	if err := d.checkChallenge(hdr.Get("WWW-Authenticate")); err != nil {
+	if err := d.httpErr(code, hdr, raw); err != nil {
 		t.Error(err)
-	}
-	if err := d.checkBody(raw); err != nil {
-		t.Error(err)
-	}
-	if v := hdr.Get("X-User-Id"); v != "" {
-		t.Errorf("a denial carries X-User-Id %q", v)
 	}
 }
 
 var grpcCodeFor = map[int]codes.Code{401: codes.Unauthenticated, 403: codes.PermissionDenied, 503: codes.Unavailable}
 
-// assertGRPC checks a gRPC check's denial: a normal CheckResponse, never an
-// error, carrying the same status, challenge and body as over HTTP.
-func (d denial) assertGRPC(t *testing.T, resp *authv3.CheckResponse, err error) {
-	t.Helper()
+// grpcErr says how a gRPC check's answer differs from the denial, or nil:
+// a denial is a normal CheckResponse, never an error, carrying the same
+// status, challenge and body as over HTTP.
+func (d denial) grpcErr(resp *authv3.CheckResponse, err error) error {
 	if err != nil {
-		t.Errorf("a denial must be a CheckResponse, got gRPC error %v", err)
-		return
+		return fmt.Errorf("a denial must be a CheckResponse, got gRPC error %v", err)
 	}
 	den := resp.GetDeniedResponse()
 	if den == nil {
-		t.Errorf("want a DeniedHttpResponse, got %v", resp)
-		return
+		return fmt.Errorf("want a DeniedHttpResponse, got %v", resp)
 	}
+	var errs []error
 	if got := codes.Code(resp.GetStatus().GetCode()); got != grpcCodeFor[d.status] {
-		t.Errorf("CheckResponse.status %v, want %v", got, grpcCodeFor[d.status])
+		errs = append(errs, fmt.Errorf("CheckResponse.status %v, want %v", got, grpcCodeFor[d.status]))
 	}
 	if got := int(den.GetStatus().GetCode()); got != d.status {
-		t.Errorf("DeniedHttpResponse status %d, want %d", got, d.status)
+		errs = append(errs, fmt.Errorf("DeniedHttpResponse status %d, want %d", got, d.status))
 	}
 	hdr := map[string]string{}
 	for _, h := range den.GetHeaders() {
 		hdr[strings.ToLower(h.GetHeader().GetKey())] = h.GetHeader().GetValue()
 	}
-	if err := d.checkChallenge(hdr["www-authenticate"]); err != nil {
+	errs = append(errs, d.checkChallenge(hdr["www-authenticate"]), d.checkBody(den.GetBody()))
+	return errors.Join(errs...)
+}
+
+// assertGRPC checks a gRPC check's denial.
+func (d denial) assertGRPC(t *testing.T, resp *authv3.CheckResponse, err error) {
+	t.Helper()
+	if err := d.grpcErr(resp, err); err != nil {
 		t.Error(err)
 	}
-	if err := d.checkBody(den.GetBody()); err != nil {
-		t.Error(err)
+}
+
+// allowedHTTPErr says how an HTTP check's answer differs from allowing sub.
+func allowedHTTPErr(code int, hdr http.Header, raw, sub string) error {
+	if code != http.StatusOK || hdr.Get("X-User-Id") != sub {
+		return fmt.Errorf("HTTP %d, X-User-Id %q; want 200 and %q (body %s)", code, hdr.Get("X-User-Id"), sub, raw)
 	}
+	return nil
+}
+
+// allowedGRPCErr says how a gRPC check's answer differs from allowing sub.
+func allowedGRPCErr(resp *authv3.CheckResponse, err error, sub string) error {
+	switch {
+	case err != nil:
+		return fmt.Errorf("gRPC error %v, want an OK response for %q", err, sub)
+	case resp.GetOkResponse() == nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK:
+		return fmt.Errorf("want an OK response for %q, got %v", sub, resp)
+	case userOf(resp) != sub:
+		return fmt.Errorf("gRPC x-user-id %q, want %q", userOf(resp), sub)
+	}
+	return nil
 }
 
 // metrics is one scrape of /metrics: series ("name{k="v",...}", labels
@@ -214,9 +243,18 @@ var labelRE = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
 
 func scrape(t *testing.T, c *http.Client, admin string) metrics {
 	t.Helper()
+	m, err := scrapeErr(c, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// scrapeErr is scrape for goroutines that must not fail the test themselves.
+func scrapeErr(c *http.Client, admin string) (metrics, error) {
 	code, _, text, err := get(c, "http://"+admin+"/metrics", nil)
 	if err != nil || code != http.StatusOK {
-		t.Fatalf("GET /metrics: %d %v", code, err)
+		return nil, fmt.Errorf("GET /metrics: %d %v", code, err)
 	}
 	m := metrics{}
 	for line := range strings.SplitSeq(text, "\n") {
@@ -234,7 +272,7 @@ func scrape(t *testing.T, c *http.Client, admin string) metrics {
 		name, labels, _ := strings.Cut(line[:i], "{")
 		m[seriesKey(name, parseLabels(labels))] = v
 	}
-	return m
+	return m, nil
 }
 
 func parseLabels(s string) map[string]string {

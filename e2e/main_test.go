@@ -18,8 +18,9 @@ import (
 // version is what the test build stamps into the binary.
 const version = "e2e-test"
 
-// sidegateBin is the binary under test, built once by TestMain.
-var sidegateBin string
+// sidegateBin is the binary under test, built once by TestMain (with the
+// race detector when the tests have it); binDir is where it is.
+var sidegateBin, binDir string
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
@@ -31,8 +32,9 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	start := time.Now()
+	binDir = dir
 	sidegateBin = filepath.Join(dir, "sidegate")
-	if err := build(sidegateBin); err != nil {
+	if err := build(sidegateBin, raceEnabled); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building sidegate:", err)
 		return 1
 	}
@@ -43,14 +45,14 @@ func runTests(m *testing.M) int {
 }
 
 // build compiles cmd/sidegate the way a release does, with the version
-// stamped in, and with the race detector when the tests have it.
-func build(out string) error {
+// stamped in, and with the race detector when race is set.
+func build(out string, race bool) error {
 	goTool, err := exec.LookPath("go") // go test puts its own go first on PATH
 	if err != nil {
 		return err
 	}
 	args := []string{"build", "-o", out, "-ldflags", "-X main.version=" + version}
-	if raceEnabled {
+	if race {
 		args = append(args, "-race")
 	}
 	args = append(args, "github.com/sidegate/sidegate/cmd/sidegate")
@@ -64,6 +66,26 @@ func build(out string) error {
 	}
 	return nil
 }
+
+// plainBinary is sidegate built without the race detector, for figures
+// the race runtime would distort (TestSoak): the suite's own binary when
+// the tests run without -race; under -race it is built on first use.
+func plainBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := buildPlain()
+	if err != nil {
+		t.Fatalf("building sidegate without -race: %v", err)
+	}
+	return bin
+}
+
+var buildPlain = sync.OnceValues(func() (string, error) {
+	if !raceEnabled {
+		return sidegateBin, nil
+	}
+	out := filepath.Join(binDir, "sidegate-norace")
+	return out, build(out, false)
+})
 
 // trackSources opens every non-test Go file, go.mod and go.sum of the
 // module. The binary under test is built from them, but this test binary

@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,4 +101,97 @@ func healthStatus(t *testing.T, hh healthpb.HealthClient) healthpb.HealthCheckRe
 		t.Fatalf("gRPC health: %v", err)
 	}
 	return resp.GetStatus()
+}
+
+// TestJWKSOutageMidTraffic: while checks flow, the identity provider
+// answers 500, then hangs (each fetch held until sidegate's jwks.timeout
+// gives up), then recovers. sidegate keeps serving the keys it has
+// (stale-while-error): every check is answered right, /readyz stays 200,
+// and sidegate_jwks_refresh_total and the log count the failed refreshes.
+func TestJWKSOutageMidTraffic(t *testing.T) {
+	t.Parallel()
+	p := newIDP(t)
+	sc := p.config()
+	sc.JWKSTimeout = "2s" // refresh_interval 2s: retries back off from 1s to 2s
+	sg := serve(t, sc)
+	hc := httpClient(t)
+	sg.waitReady(hc)
+	c := newChecker(t, sg)
+	iss := p.srv.Issuer()
+
+	// Every check carries a token signed for it, so each one is verified
+	// against the keys sidegate holds.
+	var n atomic.Int64
+	tr := startTraffic(t, c, 4, func() probe {
+		i := n.Add(1)
+		alg, sub := []string{"ES256", "EdDSA"}[i%2], fmt.Sprintf("user-%d", i%50)
+		return allow(alg, sub, bearer(p.token(t, alg, p.claims(sub))))
+	})
+	// /readyz is probed every 50 ms throughout.
+	var stopReady atomic.Bool
+	var readyChecks, notReady atomic.Int64
+	readyDone := make(chan struct{})
+	go func() {
+		defer close(readyDone)
+		for !stopReady.Load() {
+			code, _, _, err := get(hc, "http://"+sg.Admin+"/readyz", nil)
+			readyChecks.Add(1)
+			if err != nil || code != http.StatusOK {
+				notReady.Add(1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	stopProbing := func() { stopReady.Store(true); <-readyDone }
+	t.Cleanup(stopProbing)
+	tr.pass(t, 100)
+
+	errs := map[string]string{"issuer": iss, "outcome": "error"}
+	began := time.Now()
+	var phases []string
+	for _, phase := range []struct {
+		name  string
+		begin func()
+	}{
+		{"HTTP 500", func() { p.srv.SetStatus(http.StatusInternalServerError) }},
+		{"hanging", func() { p.srv.Hold(); p.srv.SetStatus(http.StatusOK) }},
+	} {
+		from, answered, at := sg.metric(hc, "sidegate_jwks_refresh_total", errs), c.total(), time.Now()
+		phase.begin()
+		sg.waitMetric(hc, "sidegate_jwks_refresh_total", errs, phase.name+": two failed refreshes", func(v float64) bool { return v >= from+2 })
+		tr.pass(t, 100)
+		phases = append(phases, fmt.Sprintf("%s %s (%d checks)", phase.name, time.Since(at).Round(100*time.Millisecond), c.total()-answered))
+	}
+	p.srv.Release()
+	outage := time.Since(began)
+	sg.waitFetched(hc, iss, 2)
+	tr.pass(t, 100)
+	tr.halt(t)
+	stopProbing()
+
+	m := scrape(t, hc, sg.Admin)
+	c.assertAllRight(t, m)
+	if notReady.Load() > 0 {
+		t.Errorf("/readyz was not 200 %d times of %d during the outage: the keys held should have kept it ready", notReady.Load(), readyChecks.Load())
+	}
+	failed, _ := m.get("sidegate_jwks_refresh_total", errs)
+	for _, cause := range []string{"HTTP 500", "Timeout exceeded|deadline exceeded"} {
+		if logLines(sg, "jwks refresh failed", cause) == 0 {
+			t.Errorf("no \"jwks refresh failed\" log line for %s", cause)
+		}
+	}
+	report(t, "outage %s: %s; %v failed refreshes counted; %d checks in all, 0 wrong; /readyz 200 throughout (%d probes)",
+		outage.Round(100*time.Millisecond), strings.Join(phases, ", then "), failed, c.total(), readyChecks.Load())
+}
+
+// logLines counts the lines of sidegate's log that contain what, and one
+// of the |-separated alternatives of which.
+func logLines(p *proc, what, which string) int {
+	n := 0
+	for line := range strings.SplitSeq(p.errb.String(), "\n") {
+		if strings.Contains(line, what) && slices.ContainsFunc(strings.Split(which, "|"), func(s string) bool { return strings.Contains(line, s) }) {
+			n++
+		}
+	}
+	return n
 }

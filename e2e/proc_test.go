@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -34,6 +35,8 @@ const (
 // goes to the test log when the test failed.
 type proc struct {
 	t    *testing.T
+	bin  string
+	env  []string
 	args []string
 	cmd  *exec.Cmd
 	out  *syncBuffer
@@ -80,9 +83,15 @@ func baseEnv(extra ...string) []string {
 // start runs the sidegate binary with args and registers its cleanup.
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	return startBinary(t, sidegateBin, env, args...)
+}
+
+// startBinary is start with another build of sidegate.
+func startBinary(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
 	trackSources()
-	p := &proc{t: t, args: args, out: &syncBuffer{}, errb: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(sidegateBin, args...)
+	p := &proc{t: t, bin: bin, env: env, args: args, out: &syncBuffer{}, errb: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = baseEnv(env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.errb
 	p.cmd.SysProcAttr = procAttr()
@@ -162,9 +171,13 @@ type serveConfig struct {
 	Issuer          string
 	JWKSURI         string
 	RefreshInterval string // jwks.refresh_interval; default 2s
+	KidWait         string // jwks.kid_wait; default sidegate's (500ms)
+	JWKSTimeout     string // jwks.timeout; default 5s
 	ShutdownTimeout string // listen.shutdown_timeout; default 10s
 	ViaEnv          bool   // pass the file as SIDEGATE_CONFIG, not --config
 	NATSURL         string // revocation.nats.url (stream created); "" for no revocation
+	RebuildInterval string // revocation.rebuild_interval; default sidegate's (1m)
+	Binary          string // the sidegate build to run; "" for the suite's
 }
 
 var configTemplate = template.Must(template.New("config").Parse(`# written by the sidegate e2e suite
@@ -187,10 +200,16 @@ forward:
     x-user-id: sub
 jwks:
   refresh_interval: {{.RefreshInterval}}
-  timeout: 5s
+  timeout: {{.JWKSTimeout}}
+{{- if .KidWait}}
+  kid_wait: {{.KidWait}}
+{{- end}}
 {{- if .NATSURL}}
 revocation:
   nats: {url: "{{.NATSURL}}", create_stream: true}
+{{- if .RebuildInterval}}
+  rebuild_interval: {{.RebuildInterval}}
+{{- end}}
 {{- end}}
 `))
 
@@ -202,6 +221,9 @@ func writeConfig(t *testing.T, sc serveConfig, grpcAddr, httpAddr, adminAddr str
 	}
 	if sc.ShutdownTimeout == "" {
 		sc.ShutdownTimeout = "10s"
+	}
+	if sc.JWKSTimeout == "" {
+		sc.JWKSTimeout = "5s"
 	}
 	var b bytes.Buffer
 	err := configTemplate.Execute(&b, struct {
@@ -234,7 +256,7 @@ func serve(t *testing.T, sc serveConfig) *proc {
 		} else {
 			args = append(args, "--config", path)
 		}
-		p := start(t, env, args...)
+		p := startBinary(t, cmp.Or(sc.Binary, sidegateBin), env, args...)
 		p.GRPC, p.HTTP, p.Admin, p.ConfigPath = ports[0], ports[1], ports[2], path
 		err := p.waitHealthy(startDeadline)
 		if err == nil {
@@ -246,6 +268,18 @@ func serve(t *testing.T, sc serveConfig) *proc {
 		}
 		t.Fatal(err)
 	}
+}
+
+// restart runs an exited sidegate's command again, with the same
+// configuration and listeners, without waiting for /healthz.
+func (p *proc) restart() *proc {
+	p.t.Helper()
+	if !p.exited() {
+		p.t.Fatal("restart: sidegate is still running")
+	}
+	q := startBinary(p.t, p.bin, p.env, p.args...)
+	q.GRPC, q.HTTP, q.Admin, q.ConfigPath = p.GRPC, p.HTTP, p.Admin, p.ConfigPath
+	return q
 }
 
 // waitHealthy polls /healthz until it answers 200, the process exits, or

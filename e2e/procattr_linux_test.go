@@ -11,10 +11,10 @@ func procAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// proxyProcAttr is procAttr for a proxy (nginx, caddy) that may fork
+// peerProcAttr is procAttr for a peer (nginx, caddy, nats-server) that may fork
 // workers: the process also leads a new process group, so that its cleanup
 // can kill any worker left behind by the master.
-func proxyProcAttr() *syscall.SysProcAttr {
+func peerProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 }
 

@@ -8,8 +8,8 @@ import "syscall"
 // cleanups alone stop sidegate processes.
 func procAttr() *syscall.SysProcAttr { return nil }
 
-// proxyProcAttr: see the Linux version.
-func proxyProcAttr() *syscall.SysProcAttr { return nil }
+// peerProcAttr: see the Linux version.
+func peerProcAttr() *syscall.SysProcAttr { return nil }
 
 // killGroup: without process groups, the cleanup's kill of the process
 // itself has to do.

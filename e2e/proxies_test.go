@@ -11,11 +11,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,120 +64,6 @@ func startEcho(t *testing.T) *echoServer {
 	return e
 }
 
-// proxyProc is one nginx or caddy process.
-type proxyProc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer // stdout and stderr
-	done chan struct{}
-	code int
-	Addr string // the listener clients use
-}
-
-// startProxy runs bin and registers a cleanup that stops it (SIGTERM, then
-// SIGKILL of its process group), checks its port is free again, and logs
-// its output when the test failed.
-func startProxy(t *testing.T, name, addr string, env []string, bin string, args ...string) *proxyProc {
-	t.Helper()
-	p := &proxyProc{t: t, name: name, out: &syncBuffer{}, done: make(chan struct{}), Addr: addr}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = proxyProcAttr()
-	p.cmd.Dir = t.TempDir()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *proxyProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proxyProc) stop() {
-	t := p.t
-	pid := p.cmd.Process.Pid
-	if !p.exited() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(exitDeadline):
-			t.Errorf("%s (pid %d) still running %s after SIGTERM; killing it", p.name, pid, exitDeadline)
-			_ = p.cmd.Process.Kill()
-			select {
-			case <-p.done:
-			case <-time.After(killDeadline):
-				t.Errorf("%s (pid %d) still running %s after SIGKILL", p.name, pid, killDeadline)
-			}
-		}
-	}
-	killGroup(pid) // workers the master left behind, if any
-	if err := eventuallyErr(killDeadline, func() error { return portsFree(p.Addr) }); err != nil {
-		t.Errorf("%s stopped but its port is not free: %v", p.name, err)
-	}
-	if t.Failed() {
-		t.Logf("%s %s (exit %d) output:\n%s", p.name, strings.Join(p.cmd.Args[1:], " "), p.code, p.out.String())
-	}
-}
-
-// eventuallyErr polls f until it returns nil or timeout passes.
-func eventuallyErr(timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// waitListening waits until the proxy accepts connections on Addr.
-func (p *proxyProc) waitListening(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if p.exited() {
-			return fmt.Errorf("%s exited with code %d before listening on %s", p.name, p.code, p.Addr)
-		}
-		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not listening on %s within %s: %v", p.name, p.Addr, timeout, last)
-}
-
-// proxyBinary finds a proxy's binary on PATH or at its Debian path, or
-// skips the test.
-func proxyBinary(t *testing.T, name, debianPath string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if _, err := os.Stat(debianPath); err == nil {
-		return debianPath
-	}
-	t.Skipf("%s is not installed (neither on PATH nor at %s); .ci/run installs it (Debian package %s)", name, debianPath, name)
-	return ""
-}
-
 // shipped reads a file of the repository (the tests run in e2e/).
 func shipped(t *testing.T, rel string) string {
 	t.Helper()
@@ -204,33 +88,14 @@ func retarget(t *testing.T, file, text string, oldNew ...string) string {
 	return text
 }
 
-// startWithRetry starts a proxy on a freshly picked port, waits until it
-// listens, and starts again on a new port if another program took the port
-// in between.
-func startWithRetry(t *testing.T, launch func(addr string) *proxyProc) *proxyProc {
-	t.Helper()
-	for attempt := 1; ; attempt++ {
-		p := launch(freePorts(t, 1)[0])
-		err := p.waitListening(startDeadline)
-		if err == nil {
-			return p
-		}
-		if p.exited() && strings.Contains(strings.ToLower(p.out.String()), "address already in use") && attempt < 3 {
-			t.Logf("the picked port was taken before %s bound it; trying a new one (%v)", p.name, err)
-			continue
-		}
-		t.Fatal(err)
-	}
-}
-
 // startNginx runs nginx with manifests/nginx/sidegate.conf included in a
 // minimal nginx.conf whose every path is in a temp dir.
-func startNginx(t *testing.T, sidegateHTTP, upstream string) *proxyProc {
+func startNginx(t *testing.T, sidegateHTTP, upstream string) *peer {
 	t.Helper()
-	bin := proxyBinary(t, "nginx", "/usr/sbin/nginx")
+	bin := peerBinary(t, "nginx", "/usr/sbin/nginx")
 	const file = "manifests/nginx/sidegate.conf"
 	snippet := shipped(t, file)
-	return startWithRetry(t, func(addr string) *proxyProc {
+	return startWithRetry(t, func(addr string) *peer {
 		dir := t.TempDir()
 		conf := retarget(t, file, snippet,
 			"server 127.0.0.1:8081;", "server "+upstream+";",
@@ -263,19 +128,19 @@ http {
 		if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(mainConf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return startProxy(t, "nginx", addr, nil, bin,
+		return startPeer(t, "nginx", addr, nil, bin,
 			"-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", "stderr", "-g", "daemon off;")
 	})
 }
 
 // startCaddy runs caddy with manifests/caddy/Caddyfile, its admin endpoint
 // off and its data and config in temp dirs.
-func startCaddy(t *testing.T, sidegateHTTP, upstream string) *proxyProc {
+func startCaddy(t *testing.T, sidegateHTTP, upstream string) *peer {
 	t.Helper()
-	bin := proxyBinary(t, "caddy", "/usr/bin/caddy")
+	bin := peerBinary(t, "caddy", "/usr/bin/caddy")
 	const file = "manifests/caddy/Caddyfile"
 	snippet := shipped(t, file)
-	return startWithRetry(t, func(addr string) *proxyProc {
+	return startWithRetry(t, func(addr string) *peer {
 		dir := t.TempDir()
 		conf := "# written by the sidegate e2e suite\n{\n\tadmin off\n}\n\n" + retarget(t, file, snippet,
 			// http:// keeps Caddy from serving HTTPS on an IP address.
@@ -293,7 +158,7 @@ func startCaddy(t *testing.T, sidegateHTTP, upstream string) *proxyProc {
 			}
 		}
 		env := []string{"HOME=" + filepath.Join(dir, "home"), "XDG_DATA_HOME=" + filepath.Join(dir, "data"), "XDG_CONFIG_HOME=" + filepath.Join(dir, "config")}
-		return startProxy(t, "caddy", addr, env, bin, "run", "--adapter", "caddyfile", "--config", path)
+		return startPeer(t, "caddy", addr, env, bin, "run", "--adapter", "caddyfile", "--config", path)
 	})
 }
 
@@ -316,14 +181,14 @@ type proxyTraits struct {
 	denialBody bool // the client gets sidegate's JSON denial body
 }
 
-func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, string) *proxyProc, traits proxyTraits) {
+func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, string) *peer, traits proxyTraits) {
 	began := time.Now()
 	// Skip before anything starts when the proxy is missing.
 	switch name {
 	case "nginx":
-		proxyBinary(t, "nginx", "/usr/sbin/nginx")
+		peerBinary(t, "nginx", "/usr/sbin/nginx")
 	case "caddy":
-		proxyBinary(t, "caddy", "/usr/bin/caddy")
+		peerBinary(t, "caddy", "/usr/bin/caddy")
 	}
 	p := newIDP(t)
 	sg := serve(t, p.config())

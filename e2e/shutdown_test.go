@@ -146,11 +146,7 @@ func TestGracefulShutdown(t *testing.T) {
 	code := sg.wait(2*drain + exitDeadline) // the drain is bounded by shutdown_timeout; generous slack
 	exitAfter := time.Since(sent)
 	stop.Store(true)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(exitDeadline + 2*drain):
+	if !waitGroup(&wg, exitDeadline+2*drain) {
 		t.Fatal("client workers did not stop")
 	}
 
