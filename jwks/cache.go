@@ -425,38 +425,51 @@ func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time
 		count("remembered")
 		return nil, ErrUnknownKey
 	}
-	// Joining a fetch already under way costs nothing; starting one is
-	// rate-limited. A rate-limited kid is not remembered: it was never
-	// looked for, and may be fetched as soon as the limit allows.
-	if !is.fetching {
-		if now.Sub(is.lastKidFetch) < c.opts.MinRefreshInterval {
-			is.mu.Unlock()
-			count("rate_limited")
-			return nil, ErrUnknownKey
-		}
-		is.lastKidFetch = now
-	}
-	fetched := c.startFetchLocked(context.WithoutCancel(ctx), is)
-	is.mu.Unlock()
-
 	// A caller whose own deadline comes first gets its context's error
 	// (reason canceled), not a timeout: one outcome per cause.
 	wait := c.opts.KidWait
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	select {
-	case <-fetched:
-	case <-timer.C:
-		count("timeout")
-		return nil, fmt.Errorf("%w: refetch for kid still running after %s", ErrUnknownKey, wait)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if set, err := c.usable(is, c.opts.Now()); err == nil {
-		if k, ok := set.Keys[kid]; ok {
-			count("found")
-			return k, nil
+	// Joining a fetch already under way costs nothing; starting one is
+	// rate-limited. A rate-limited kid is not remembered: it was never
+	// looked for, and may be fetched as soon as the limit allows.
+	//
+	// A fetch joined may have asked for the JWKS before the key was
+	// published (a scheduled refresh in flight when the identity provider
+	// adds a key and signs with it at once): its answer does not settle
+	// the kid. Once it ends without it, the lookup starts a fetch of its
+	// own, under the same rate limit, before it gives up.
+	for joined := true; ; {
+		if !is.fetching {
+			if now.Sub(is.lastKidFetch) < c.opts.MinRefreshInterval {
+				is.mu.Unlock()
+				count("rate_limited")
+				return nil, ErrUnknownKey
+			}
+			is.lastKidFetch = now
+			joined = false
 		}
+		fetched := c.startFetchLocked(context.WithoutCancel(ctx), is)
+		is.mu.Unlock()
+		select {
+		case <-fetched:
+		case <-timer.C:
+			count("timeout")
+			return nil, fmt.Errorf("%w: refetch for kid still running after %s", ErrUnknownKey, wait)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if set, err := c.usable(is, c.opts.Now()); err == nil {
+			if k, ok := set.Keys[kid]; ok {
+				count("found")
+				return k, nil
+			}
+		}
+		if !joined {
+			break
+		}
+		now = c.opts.Now()
+		is.mu.Lock()
 	}
 	now = c.opts.Now()
 	is.mu.Lock()

@@ -1855,3 +1855,46 @@ func TestUnknownKidMetrics(t *testing.T) {
 		t.Errorf("lint: %v %v", problems, err)
 	}
 }
+
+// TestNewKidJoinsStaleFetch: the identity provider adds a key and signs
+// with it while a scheduled refresh is in flight, one that asked for the
+// JWKS before the key was there. A token with the new kid joins that
+// fetch; when it ends without the kid, the lookup fetches once more
+// instead of remembering the kid as unknown (which denied every token of
+// the new key for min_refresh_interval).
+func TestNewKidJoinsStaleFetch(t *testing.T) {
+	a := jwkstest.NewKey(t, "ES256", "2025-a")
+	b := jwkstest.NewKey(t, "EdDSA", "2025-b")
+	s := jwkstest.NewServer(t, a)
+	iss := s.Issuer()
+	c, reg, _ := testClockCache(t, []IssuerConfig{testDirect(s)}, Options{KidWait: 20 * time.Second})
+	testRefresh(t, c, iss)
+
+	s.Hold()
+	refreshed := make(chan error, 1)
+	go func() { refreshed <- c.Refresh(context.Background(), iss) }()
+	testEventually(t, "the scheduled refresh to reach the server", func() bool { return s.Fetches() == 2 })
+	s.SetKeys(a, b) // after that fetch read the key set
+
+	found := make(chan error, 1)
+	go func() {
+		_, err := c.Lookup(context.Background(), iss, b.Kid)
+		found <- err
+	}()
+	// Let the lookup join the held fetch. Without the join the lookup
+	// fetches by itself and finds the key anyway: the test then proves
+	// nothing, but cannot fail.
+	time.Sleep(100 * time.Millisecond)
+	s.Release()
+	if err := <-refreshed; err != nil {
+		t.Fatalf("the scheduled refresh: %v", err)
+	}
+	if err := <-found; err != nil {
+		t.Fatalf("Lookup of the new kid after a stale fetch: %v", err)
+	}
+	testKidMetric(t, reg, iss, "found", 1)
+	testKidMetric(t, reg, iss, "not_found", 0)
+	if n := s.Fetches(); n != 3 {
+		t.Errorf("fetches = %d: the first, the scheduled one joined, and the lookup's own", n)
+	}
+}
