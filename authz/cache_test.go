@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -369,5 +370,31 @@ func TestCacheConcurrent(t *testing.T) {
 	wg.Wait()
 	if wrong.Load() != 0 {
 		t.Fatalf("%d wrong decisions", wrong.Load())
+	}
+}
+
+// TestCacheGRPCResponseFromFirstHit: the allowed gRPC response of a cached
+// token is kept from its first hit on and shared by every later one; the
+// check that verified the token keeps none (a token used once never needs
+// it), and the responses are equal either way.
+func TestCacheGRPCResponseFromFirstHit(t *testing.T) {
+	f := newFixture(t, benchCacheConfig)
+	tok := f.token(t, "ES256", f.claims(), nil)
+	first := f.decide(bearer(tok))
+	if first.cached == nil || first.Claims == first.cached.claims {
+		t.Fatal("the verifying decision should carry the new entry and its own claims")
+	}
+	r1 := checkResponse(&first)
+	if first.cached.grpcOK.Load() != nil {
+		t.Error("the verifying check stored its response in the entry")
+	}
+	hit := f.decide(bearer(tok))
+	r2 := checkResponse(&hit)
+	r3 := checkResponse(&hit)
+	if hit.cached.grpcOK.Load() != r2 || r2 != r3 {
+		t.Error("hits do not share one stored response")
+	}
+	if !proto.Equal(r1, r2) {
+		t.Errorf("responses differ:\n%v\n%v", r1, r2)
 	}
 }
