@@ -33,6 +33,7 @@ type daemon struct {
 	denylist *revocation.Denylist   // nil without revocation
 	feed     *revocation.Subscriber // nil without revocation
 	deny     authz.Denylist         // what engines check; nil without revocation
+	sink     *issuerCheckedSink     // what the feed applies events through; nil without revocation
 	reload   *reloader              // nil when not loaded from a file
 	grpc     *grpc.Server
 	health   *authz.Health
@@ -153,11 +154,9 @@ func (d *daemon) buildRevocation(reg prometheus.Registerer) error {
 }
 
 func (d *daemon) checkedSink(list *revocation.Denylist) *issuerCheckedSink {
-	known := map[string]bool{}
-	for _, is := range d.cfg.Issuers {
-		known[is.Issuer] = true
-	}
-	return &issuerCheckedSink{list: list, known: known, log: d.log.With("component", "revocation"), warned: map[string]bool{}}
+	d.sink = &issuerCheckedSink{list: list, log: d.log.With("component", "revocation"), warned: map[string]bool{}}
+	d.sink.setIssuers(d.cfg)
+	return d.sink
 }
 
 func (d *daemon) closeListeners() {

@@ -165,6 +165,9 @@ func (r *reloader) apply(cfg *Config) error {
 	for _, w := range cfg.warnings {
 		r.log.Warn("routes: " + w)
 	}
+	if r.d.sink != nil {
+		r.d.sink.setIssuers(cfg)
+	}
 	r.m.InitRoutes(cfg.policy.RouteNames())
 	r.srv.SetEngine(engine)
 	r.current = cfg

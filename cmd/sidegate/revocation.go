@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sidegate/sidegate/authz"
@@ -76,15 +77,25 @@ func (d denylist) Check(c *authz.Claims, now time.Time) error {
 // trust: iss is compared exactly, so such an event can match no token here
 // (often a missing or extra trailing slash in the publisher's iss).
 type issuerCheckedSink struct {
-	list   *revocation.Denylist
-	known  map[string]bool
+	list *revocation.Denylist
+	// known is the configured issuers, replaced on reload.
+	known  atomic.Pointer[map[string]bool]
 	log    *slog.Logger
 	mu     sync.Mutex
 	warned map[string]bool
 }
 
+// setIssuers makes the issuers of cfg the ones events are checked against.
+func (s *issuerCheckedSink) setIssuers(cfg *Config) {
+	known := make(map[string]bool, len(cfg.Issuers))
+	for _, is := range cfg.Issuers {
+		known[is.Issuer] = true
+	}
+	s.known.Store(&known)
+}
+
 func (s *issuerCheckedSink) Apply(ev revocation.Event) bool {
-	if !s.known[ev.Iss] {
+	if !(*s.known.Load())[ev.Iss] {
 		s.mu.Lock()
 		first := !s.warned[ev.Iss] && len(s.warned) < 100
 		if first {

@@ -102,13 +102,20 @@ func TestIssuerCheckedSinkWarnsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	s := &issuerCheckedSink{list: list, known: map[string]bool{"https://i/": true}, log: slog.New(slog.NewTextHandler(&logs, nil)), warned: map[string]bool{}}
+	s := &issuerCheckedSink{list: list, log: slog.New(slog.NewTextHandler(&logs, nil)), warned: map[string]bool{}}
+	s.setIssuers(&Config{Issuers: []IssuerConfig{{Issuer: "https://i/"}}})
 	for range 3 {
 		s.Apply(revocation.Event{Kind: revocation.KindKid, Iss: "https://i", Value: "k"})
 	}
 	s.Apply(revocation.Event{Kind: revocation.KindKid, Iss: "https://i/", Value: "k"})
 	if n := strings.Count(logs.String(), "not configured here"); n != 1 {
 		t.Fatalf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+	// An issuer added by a reload is known from then on.
+	s.setIssuers(&Config{Issuers: []IssuerConfig{{Issuer: "https://i/"}, {Issuer: "https://new/"}}})
+	s.Apply(revocation.Event{Kind: revocation.KindKid, Iss: "https://new/", Value: "k"})
+	if n := strings.Count(logs.String(), "not configured here"); n != 1 {
+		t.Fatalf("an event of a reloaded issuer was warned about:\n%s", logs.String())
 	}
 	if !list.Revoked(revocation.Token{Issuer: "https://i/", KeyID: "k"}) {
 		t.Fatal("the configured issuer's kid is not revoked")
