@@ -42,16 +42,7 @@ func TestPolicyCaddy(t *testing.T) {
 
 func policyThroughProxy(t *testing.T, name string, launch func(*testing.T, string, string) *peer) {
 	began := time.Now()
-	switch name {
-	case "nginx":
-		peerBinary(t, "nginx", "/usr/sbin/nginx")
-	case "caddy":
-		peerBinary(t, "caddy", "/usr/bin/caddy")
-	}
-	p := newIDP(t)
-	sg := serve(t, p.config())
-	hc := httpClient(t)
-	sg.waitReady(hc)
+	p, sg, hc := readyForProxy(t, name)
 
 	// Live reload: the routes are added to the file in force and SIGHUP
 	// applies them to the running process.

@@ -181,9 +181,10 @@ type proxyTraits struct {
 	denialBody bool // the client gets sidegate's JSON denial body
 }
 
-func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, string) *peer, traits proxyTraits) {
-	began := time.Now()
-	// Skip before anything starts when the proxy is missing.
+// readyForProxy skips the test when the proxy is missing, before anything
+// starts, then starts an identity provider and a ready sidegate for it.
+func readyForProxy(t *testing.T, name string) (*idp, *proc, *http.Client) {
+	t.Helper()
 	switch name {
 	case "nginx":
 		peerBinary(t, "nginx", "/usr/sbin/nginx")
@@ -194,6 +195,12 @@ func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, s
 	sg := serve(t, p.config())
 	hc := httpClient(t)
 	sg.waitReady(hc)
+	return p, sg, hc
+}
+
+func proxyScenarios(t *testing.T, name string, launch func(*testing.T, string, string) *peer, traits proxyTraits) {
+	began := time.Now()
+	p, sg, hc := readyForProxy(t, name)
 	up := startEcho(t)
 	px := launch(t, sg.HTTP, up.addr)
 	url := "http://" + px.Addr + "/orders/42?page=1"
