@@ -327,7 +327,7 @@ func (e *Engine) decideToken(ctx context.Context, in Input, rt *Route) Decision 
 		// A browser attaches cookies by itself, whichever site sends the
 		// request; it never attaches a bearer header.
 		if strings.HasPrefix(cand.Source, "cookie:") && rt.CSRF != CSRFOff {
-			if err := csrfCheck(e.policy, in); err != nil {
+			if err := e.policy.checkCSRF(in); err != nil {
 				err = fmt.Errorf("%s: %w", cand.Source, err)
 				if rt.CSRF == CSRFEnforce {
 					return deny(err, c)

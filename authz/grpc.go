@@ -191,7 +191,8 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 		}
 		return allowResponse(d)
 	}
-	if d.detailed() {
+	// A requirement's denial names its route and scopes: not shared.
+	if d.requirement() != nil {
 		return buildDenyResponse(d.Reason, d.Challenge(), d.Body())
 	}
 	return denyResponse(d.Reason)

@@ -203,8 +203,9 @@ func unquote(lit string) (string, error) {
 	return s, nil
 }
 
-// numericDate reads a NumericDate: a positive, finite JSON number. Strings,
-// dates and other types are refused, not coerced.
+// numericDateValue reads the JSON text of a NumericDate: a positive,
+// finite JSON number. Strings, dates and other types are refused, not
+// coerced.
 func numericDateValue(v string) (float64, bool) {
 	if c := v[0]; c != '-' && (c < '0' || c > '9') {
 		return 0, false

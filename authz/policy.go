@@ -16,9 +16,6 @@ var defaultPolicy = func() *Policy {
 	return p
 }()
 
-// defaultRouteName is the name of the default route.
-const defaultRouteName = "default"
-
 // RouteNames lists the names of the policy's routes, the default route
 // last: the values of the route label.
 func (p *Policy) RouteNames() []string {
@@ -58,17 +55,27 @@ func (p *Policy) extractFrom(o object) *claimValues {
 	return &v
 }
 
-// csrfHeaders are what the CSRF check reads from a request.
-func csrfCheck(p *Policy, in Input) error {
+// checkCSRF judges a cookie-token request by its method, host,
+// Sec-Fetch-Site and Origin.
+func (p *Policy) checkCSRF(in Input) error {
 	return p.csrf.check(in.Method, in.Host, in.Headers["sec-fetch-site"], in.Headers["origin"])
+}
+
+// requirement is the route requirement the decision's denial is about, or
+// nil.
+func (d *Decision) requirement() *RequirementError {
+	var re *RequirementError
+	if errors.As(d.Err, &re) {
+		return re
+	}
+	return nil
 }
 
 // Challenge is the WWW-Authenticate value of the decision's denial: the
 // reason's, with the scopes the route requires for insufficient_scope
 // (RFC 6750 §3).
 func (d *Decision) Challenge() string {
-	var re *RequirementError
-	if d.Reason.Error == "insufficient_scope" && errors.As(d.Err, &re) && len(re.Scopes) > 0 {
+	if re := d.requirement(); re != nil && d.Reason.Error == "insufficient_scope" && len(re.Scopes) > 0 {
 		return fmt.Sprintf(`Bearer realm="sidegate", error=%q, error_description=%q, scope=%q`,
 			d.Reason.Error, d.Reason.Description, strings.Join(re.Scopes, " "))
 	}
@@ -79,17 +86,9 @@ func (d *Decision) Challenge() string {
 // route requirement also the route and which requirement failed (never a
 // claim's value).
 func (d *Decision) Body() string {
-	var re *RequirementError
-	if errors.As(d.Err, &re) {
-		b := d.Reason.Body()
+	b := d.Reason.Body()
+	if re := d.requirement(); re != nil {
 		return fmt.Sprintf(`%s,"route":%q,"requirement":%q}`, b[:len(b)-1], re.Route, re.Requirement)
 	}
-	return d.Reason.Body()
-}
-
-// detailed reports whether the decision's response depends on more than
-// its reason, so that it cannot be shared.
-func (d *Decision) detailed() bool {
-	var re *RequirementError
-	return errors.As(d.Err, &re)
+	return b
 }

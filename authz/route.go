@@ -129,6 +129,9 @@ type Policy struct {
 // configured route applies. It cannot be a configured name.
 const unrouted = "(none)"
 
+// defaultRouteName is the name of the default route.
+const defaultRouteName = "default"
+
 // Route is one compiled route. Its exported fields are read-only: the
 // Route is shared by every request that selects it.
 type Route struct {
@@ -380,7 +383,7 @@ func CompilePolicy(cfg PolicyConfig, issuers []string) (*Policy, []string, error
 			c.fail(where[i], "name is required")
 		} else if j := slices.IndexFunc(cfg.Routes[:i], func(o RouteConfig) bool { return o.Name == rc.Name }); j >= 0 {
 			c.fail(where[i], "name %q is already used by routes[%d]", rc.Name, j)
-		} else if rc.Name == "default" {
+		} else if rc.Name == defaultRouteName {
 			c.fail(where[i], "name \"default\" is the default route's")
 		} else if !validRouteName(rc.Name) {
 			c.fail(where[i], "name %q is not 1 to 64 of A-Z a-z 0-9 _ - . :", rc.Name)
@@ -395,15 +398,15 @@ func CompilePolicy(cfg PolicyConfig, issuers []string) (*Policy, []string, error
 		p.byName[rc.Name] = rt
 	}
 	def := cfg.Default
-	if def.Name != "" && def.Name != "default" {
+	if def.Name != "" && def.Name != defaultRouteName {
 		c.fail("default_route", "name is always \"default\", not %q", def.Name)
 	}
 	if !def.Match.empty() {
 		c.fail("default_route", "match: the default route applies when no route matches; it has no match")
 	}
-	def.Name = "default"
+	def.Name = defaultRouteName
 	p.def = c.route("default_route", def, shadow, csrfMode)
-	p.byName["default"] = p.def
+	p.byName[defaultRouteName] = p.def
 
 	allShadow := p.def.Shadow
 	for _, rt := range p.routes {
