@@ -146,9 +146,6 @@ func (r *reloader) fail(why string, err error) {
 
 // apply makes cfg the configuration in force.
 func (r *reloader) apply(cfg *Config) error {
-	for _, w := range restartOnly(r.current, cfg) {
-		r.log.Warn("configuration change needs a restart to take effect; the running value is kept", "key", w)
-	}
 	engine, err := authz.NewEngine(cfg.engineConfig(), r.d.keys, r.d.deny, nil)
 	if err != nil {
 		return err
@@ -161,6 +158,9 @@ func (r *reloader) apply(cfg *Config) error {
 	// the new engine's configuration, so nothing verifies with it.
 	if err := r.d.keys.SetIssuers(cfg.jwksIssuers()); err != nil {
 		return fmt.Errorf("issuers: %w", err)
+	}
+	for _, w := range restartOnly(r.current, cfg) {
+		r.log.Warn("configuration change needs a restart to take effect; the running value is kept", "key", w)
 	}
 	for _, w := range cfg.warnings {
 		r.log.Warn("routes: " + w)
