@@ -126,6 +126,7 @@ type benchOptions struct {
 	uniqueMaxRate     int
 	openWorkers       int
 	sidegateLogLevel  string
+	cpuProfile        string
 	commandLine       string
 	progress, results io.Writer
 }
@@ -156,6 +157,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.uniqueMaxRate, "unique-max-rate", 12000, "highest closed-loop rate expected in unique mode; sizes the token pool")
 	fs.IntVar(&o.openWorkers, "open-workers", 1000, "open-loop requests in flight at most; a send waiting for one falls behind")
 	fs.StringVar(&o.sidegateLogLevel, "sidegate-log-level", "info", "sidegate's --log-level (its warnings and errors are reported)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write sidegate's CPU profile of each figure's first measured run to PREFIX-<mode>-<load>.pprof (turns on debug.pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -1170,6 +1172,14 @@ func (l benchLoad) label(o *benchOptions) string {
 	return fmt.Sprintf("open, %d/s", l.rate)
 }
 
+// slug names the load in a file name: "closed" or "open2000".
+func (l benchLoad) slug() string {
+	if l.rate == 0 {
+		return "closed"
+	}
+	return fmt.Sprintf("open%d", l.rate)
+}
+
 // figure is one table row: each server's runs, one per round.
 type figure struct {
 	mode string
@@ -1240,6 +1250,9 @@ func (o *benchOptions) sidegateConfig(issuer, natsURL string) ([]byte, error) {
 			rev["capacity"] = o.revoked
 		}
 		cfg["revocation"] = rev
+	}
+	if o.cpuProfile != "" {
+		cfg["debug"] = map[string]any{"pprof": true}
 	}
 	if o.extraConfig != "" {
 		var extra map[string]any
@@ -1440,7 +1453,14 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 					case mode == "unique":
 						src = poolSource{pool: share, cursor: new(atomic.Int64)}
 					}
-					r := o.run(ctx, t, src, template, load)
+					var profile string
+					if o.cpuProfile != "" && t == sg && round == 0 {
+						profile = fmt.Sprintf("%s-%s-%s.pprof", o.cpuProfile, mode, load.slug())
+					}
+					r, err := o.run(ctx, t, src, template, load, profile)
+					if err != nil {
+						return rep, err
+					}
 					if err := ctx.Err(); err != nil {
 						return rep, err // interrupted: its cancelled calls are not errors
 					}
@@ -1515,7 +1535,10 @@ func waitSidegateReady(ctx context.Context, c *child, url string, wait time.Dura
 }
 
 // run is one warm-up and one measured run of load against t.
-func (o *benchOptions) run(ctx context.Context, t *target, src tokenSource, template *authv3.CheckRequest, l benchLoad) runResult {
+// run drives t with load l for the warm-up, then for the measured
+// duration. With profile set, it writes the CPU profile of t (sidegate,
+// with debug.pprof on) over the measured part to that file.
+func (o *benchOptions) run(ctx context.Context, t *target, src tokenSource, template *authv3.CheckRequest, l benchLoad, profile string) (runResult, error) {
 	do := func(d time.Duration) runResult {
 		if l.rate == 0 {
 			return closedLoop(ctx, t, src, template, o.concurrency, d)
@@ -1526,10 +1549,44 @@ func (o *benchOptions) run(ctx context.Context, t *target, src tokenSource, temp
 		w := do(o.warmup)
 		if w.poolOut > 0 {
 			w.elapsed, w.n = 0, 0 // the pool ran out during warm-up: nothing measured
-			return w
+			return w, nil
 		}
 	}
-	return do(o.duration)
+	if profile == "" {
+		return do(o.duration), nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- fetchProfile(ctx, t.proc.admin, o.duration, profile) }()
+	r := do(o.duration)
+	if err := <-done; err != nil {
+		return r, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	o.logf("CPU profile of sidegate written to %s", profile)
+	return r, nil
+}
+
+// fetchProfile writes the CPU profile, over d rounded to whole seconds
+// (at least one), of the process serving pprof on admin to file.
+func fetchProfile(ctx context.Context, admin string, d time.Duration, file string) error {
+	secs := max(int(d.Round(time.Second)/time.Second), 1)
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, data, 0o644)
 }
 
 func (r runResult) rps() float64 {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -57,6 +60,42 @@ func TestBench(t *testing.T) {
 	t.Run("smoke", func(t *testing.T) { testBenchSmoke(t, bin) })
 	t.Run("misconfigured sidegate", func(t *testing.T) { testBenchMisconfigured(t, bin) })
 	t.Run("revoked", func(t *testing.T) { testBenchRevoked(t, bin) })
+	t.Run("cpuprofile", func(t *testing.T) { testBenchProfile(t, bin) })
+}
+
+// testBenchProfile: --cpuprofile writes sidegate's CPU profile of the
+// figure's first measured run, a gzipped pprof protobuf whose string table
+// names the CPU sample type and sidegate's own Check.
+func testBenchProfile(t *testing.T, bin string) {
+	prefix := filepath.Join(t.TempDir(), "prof")
+	code, stdout, stderr := runCmd(t, "bench", "--exe", bin,
+		"--duration", "1s", "--warmup", "50ms", "--rounds", "1",
+		"--concurrency", "2", "--conns", "1", "--rates", "",
+		"--modes", "cached", "--cpuprofile", prefix)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	}
+	f, err := os.Open(prefix + "-cached-closed.pprof")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("not gzip: %v", err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cpu", "nanoseconds", "authz.(*Server).Check"} {
+		if !bytes.Contains(data, []byte(want)) {
+			t.Errorf("profile (%d bytes) does not name %q", len(data), want)
+		}
+	}
+	if !strings.Contains(stderr, "CPU profile of sidegate written to "+prefix+"-cached-closed.pprof") {
+		t.Errorf("no word of the profile on stderr:\n%s", stderr)
+	}
 }
 
 // testBenchRevoked: --revoked fills the stream before sidegate starts,
