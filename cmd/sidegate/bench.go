@@ -14,8 +14,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,6 +47,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -127,6 +130,7 @@ type benchOptions struct {
 	openWorkers       int
 	sidegateLogLevel  string
 	cpuProfile        string
+	verifier          bool
 	commandLine       string
 	progress, results io.Writer
 }
@@ -157,6 +161,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.uniqueMaxRate, "unique-max-rate", 12000, "highest closed-loop rate expected in unique mode; sizes the token pool")
 	fs.IntVar(&o.openWorkers, "open-workers", 1000, "open-loop requests in flight at most; a send waiting for one falls behind")
 	fs.StringVar(&o.sidegateLogLevel, "sidegate-log-level", "info", "sidegate's --log-level (its warnings and errors are reported)")
+	fs.BoolVar(&o.verifier, "verifier", false, "in unique mode, also drive a plain Go RS256 verifier (the floor plus crypto/rsa on each token's signature): the crypto limit")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write sidegate's CPU profile of each figure's first measured run to PREFIX-<mode>-<load>.pprof (turns on debug.pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -267,17 +272,56 @@ func (f *floorServer) Check(context.Context, *authv3.CheckRequest) (*authv3.Chec
 	return f.ok, nil
 }
 
+// verifierServer is the floor plus the one thing no JWT server can skip:
+// an RS256 signature check of the bearer token with crypto/rsa, and
+// nothing else (no JSON, no claims, no cache). It is the crypto limit
+// that unique tokens are measured against.
+type verifierServer struct {
+	authv3.UnimplementedAuthorizationServer
+	pub        *rsa.PublicKey
+	ok, denied *authv3.CheckResponse
+}
+
+func (v *verifierServer) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	tok, _ := strings.CutPrefix(req.GetAttributes().GetRequest().GetHttp().GetHeaders()["authorization"], "Bearer ")
+	dot := strings.LastIndexByte(tok, '.')
+	if dot < 0 {
+		return v.denied, nil
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(tok[dot+1:])
+	if err != nil {
+		return v.denied, nil
+	}
+	digest := sha256.Sum256([]byte(tok[:dot]))
+	if rsa.VerifyPKCS1v15(v.pub, crypto.SHA256, digest[:], sig) != nil {
+		return v.denied, nil
+	}
+	return v.ok, nil
+}
+
 // cmdBenchFloor is "sidegate bench floor": the floor as its own process,
 // so that its CPU is read from /proc like sidegate's. It logs one JSON
-// line with its address ("grpc"), as sidegate serve does.
+// line with its address ("grpc"), as sidegate serve does. With
+// --rs256-key it is the plain RS256 verifier instead.
 func cmdBenchFloor(args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench floor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "gRPC listen address")
+	keyFile := fs.String("rs256-key", "", "verify each bearer token's RS256 signature with this PEM public key")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	ok := &authv3.CheckResponse{Status: &rpcstatus.Status{}}
+	var srv authv3.AuthorizationServer = &floorServer{ok: ok}
+	if *keyFile != "" {
+		pub, err := readRSAPublicKey(*keyFile)
+		if err != nil {
+			log.Error("--rs256-key", "err", err)
+			return 1
+		}
+		srv = &verifierServer{pub: pub, ok: ok, denied: &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)}}}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Error("cannot listen", "err", err)
@@ -286,7 +330,7 @@ func cmdBenchFloor(args []string, _, stderr io.Writer) int {
 	// sidegate's own server options, so that the two servers differ only
 	// in what Check does.
 	gs := grpc.NewServer(authz.ServerOptions()...)
-	authv3.RegisterAuthorizationServer(gs, &floorServer{ok: &authv3.CheckResponse{Status: &rpcstatus.Status{}}})
+	authv3.RegisterAuthorizationServer(gs, srv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -299,6 +343,27 @@ func cmdBenchFloor(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// readRSAPublicKey reads a PEM "PUBLIC KEY" (PKIX) RSA key.
+func readRSAPublicKey(file string) (*rsa.PublicKey, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: no PEM PUBLIC KEY block", file)
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	pub, ok := key.(*rsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: a %T, not an RSA key", file, key)
+	}
+	return pub, nil
 }
 
 // ---- the signing key and tokens ----
@@ -1184,7 +1249,7 @@ func (l benchLoad) slug() string {
 type figure struct {
 	mode string
 	load benchLoad
-	runs [2][]runResult // [floor, sidegate]
+	runs [3][]runResult // [floor, sidegate, verifier]
 }
 
 type benchReport struct {
@@ -1360,6 +1425,21 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 		return rep, err
 	}
 	defer fp.stop()
+	var vp *child // the plain RS256 verifier, with --verifier in unique mode
+	if o.verifier && slices.Contains(o.modes, "unique") {
+		der, err := x509.MarshalPKIXPublicKey(&is.key.pub)
+		if err != nil {
+			return rep, err
+		}
+		keyPath := filepath.Join(dir, "rs256.pem")
+		if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+			return rep, err
+		}
+		if vp, err = startChild("verifier", o.exe, "bench", "floor", "--listen", "127.0.0.1:0", "--rs256-key", keyPath); err != nil {
+			return rep, err
+		}
+		defer vp.stop()
+	}
 	sgStart := time.Now()
 	sp, err := startChild("sidegate", o.exe, "serve", "--config", cfgPath, "--log-format", "json", "--log-level", o.sidegateLogLevel)
 	if err != nil {
@@ -1408,11 +1488,27 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 	}
 	defer sg.close()
 	o.logf("floor (pid %d) on %s, sidegate (pid %d) on %s", fp.cmd.Process.Pid, fa["grpc"], sp.cmd.Process.Pid, sa["grpc"])
+	var verifier *target
+	if vp != nil {
+		va, err := vp.waitAddrs(ctx)
+		if err != nil {
+			return rep, err
+		}
+		// It sees only valid tokens, so it is checked like sidegate.
+		if verifier, err = dialTarget("verifier", va["grpc"], o.conns, vp, true); err != nil {
+			return rep, err
+		}
+		defer verifier.close()
+		o.logf("plain RS256 verifier (pid %d) on %s", vp.cmd.Process.Pid, va["grpc"])
+	}
 	// One call on every connection before any timing: it connects them,
 	// and a sidegate that refuses the valid token is a configuration
 	// problem, better said now than as a table of wrong decisions.
 	template := benchRequest(validTok)
-	for _, t := range []*target{floor, sg} {
+	for _, t := range []*target{floor, sg, verifier} {
+		if t == nil {
+			continue
+		}
 		for _, cl := range t.clients {
 			resp, err := cl.Check(ctx, template)
 			if err != nil {
@@ -1421,6 +1517,17 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 			if c := resp.GetStatus().GetCode(); c != 0 {
 				return rep, fmt.Errorf("%s denies the bench's valid token (code %d, %q); check --extra-config", t.name, c, resp.GetStatus().GetMessage())
 			}
+		}
+	}
+	if verifier != nil {
+		// A verifier that allowed a forged signature would be the floor
+		// by another name.
+		resp, err := verifier.clients[0].Check(ctx, benchRequest(is.badSignature()))
+		if err != nil {
+			return rep, fmt.Errorf("Check to the verifier: %w", err)
+		}
+		if resp.GetStatus().GetCode() == 0 {
+			return rep, errors.New("bench: the RS256 verifier allows a bad signature")
 		}
 	}
 
@@ -1440,7 +1547,11 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 				if mode == "unique" {
 					share, rest = rest[:shares[li][round]], rest[shares[li][round]:]
 				}
-				for i, t := range []*target{floor, sg} {
+				targets := []*target{floor, sg}
+				if mode == "unique" && verifier != nil {
+					targets = append(targets, verifier)
+				}
+				for i, t := range targets {
 					if err := ctx.Err(); err != nil {
 						return rep, err
 					}
@@ -1448,7 +1559,8 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 					switch {
 					case mode == "mixed":
 						src = mixed
-					case mode == "unique" && t == floor:
+					case mode == "unique" && t != sg:
+						// The floor and the verifier keep nothing: any token will do.
 						src = poolSource{pool: pool, cursor: new(atomic.Int64), wrap: true}
 					case mode == "unique":
 						src = poolSource{pool: share, cursor: new(atomic.Int64)}
@@ -1702,6 +1814,41 @@ func ratio(sidegate, floor float64) string {
 	return strconv.FormatFloat(sidegate/floor, 'f', 2, 64)
 }
 
+// writeVerifierTable writes, for the figures that ran the plain RS256
+// verifier (--verifier, unique mode), each server's req/s and CPU, and
+// where sidegate stands between the floor and that crypto limit.
+func writeVerifierTable(w io.Writer, o *benchOptions, figs []*figure) {
+	var rows []*figure
+	for _, f := range figs {
+		if len(f.runs[2]) > 0 {
+			rows = append(rows, f)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Unique tokens against the crypto limit: a plain Go RS256 verifier, the floor plus `crypto/rsa` on each token's signature and nothing else, run after sidegate in each round.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | load | req/s floor | req/s verifier | req/s sidegate | verifier/floor | sidegate/floor | sidegate/verifier (rounds) | CPU µs/req floor | CPU µs/req verifier | CPU µs/req sidegate |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, f := range rows {
+		fl, sg, v := aggregate(f.runs[0]), aggregate(f.runs[1]), aggregate(f.runs[2])
+		var byRound []string
+		for i := range min(len(f.runs[1]), len(f.runs[2])) {
+			byRound = append(byRound, ratio(f.runs[1][i].rps(), f.runs[2][i].rps()))
+		}
+		sv := ratio(sg.rps(), v.rps())
+		if len(byRound) > 1 {
+			sv += " (" + strings.Join(byRound, ", ") + ")"
+		}
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %s |\n",
+			f.mode, f.load.label(o), fl.rps(), v.rps(), sg.rps(),
+			ratio(v.rps(), fl.rps()), ratio(sg.rps(), fl.rps()), sv,
+			fmtNum(fl.cpuPerReq()), fmtNum(v.cpuPerReq()), fmtNum(sg.cpuPerReq()))
+	}
+	fmt.Fprintln(w)
+}
+
 func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv, rep benchReport) {
 	cpuModel := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -1762,6 +1909,7 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 		}
 	}
 	fmt.Fprintln(w)
+	writeVerifierTable(w, o, figs)
 	fmt.Fprintf(w, "- wrong decisions: %d; gRPC errors: %d\n", rep.wrong, rep.errors)
 	for _, n := range notes {
 		fmt.Fprintf(w, "- %s\n", n)
