@@ -23,6 +23,9 @@ import (
 // AuthorizationService is the gRPC service name Envoy calls.
 const AuthorizationService = "envoy.service.auth.v3.Authorization"
 
+// streamWorkers is the fewest long-lived goroutines that run checks.
+const streamWorkers = 64
+
 // ServerOptions are the options of every gRPC server sidegate runs.
 // Keepalive and stream limits suit Envoy, which multiplexes many checks
 // over few long-lived connections. `sidegate bench` gives its do-nothing
@@ -47,8 +50,11 @@ func ServerOptions() []grpc.ServerOption {
 		// stack (the RSA code keeps its big numbers there); a new
 		// goroutine grows and copies its stack for every check, which
 		// cost 7% of the CPU with unique tokens. When every worker is
-		// busy, grpc-go starts a goroutine as before, so nothing queues.
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		// busy, grpc-go starts a goroutine as before, so nothing queues;
+		// hence at least streamWorkers, enough for the checks Envoy keeps
+		// in flight under load (4 per CPU left 4% of the CPU in stack
+		// growth with 32 in flight), for ~2 MiB of parked stacks.
+		grpc.NumStreamWorkers(uint32(max(4*runtime.GOMAXPROCS(0), streamWorkers))),
 	}
 }
 
