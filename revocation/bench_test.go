@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // The benchmarks hold 1M jti entries, the default capacity, with jtis and an
@@ -225,5 +226,41 @@ func denyBenchLookups(b *testing.B, d *Denylist, toks []Token, want bool) {
 			b.Fatalf("Revoked = %v, want %v", !want, want)
 		}
 		i++
+	}
+}
+
+// BenchmarkMemoryLatency is the machine's floor under RevokedMiss and
+// RevokedHit: one load that depends on the one before (ns/op), at random
+// cache lines of a block the size of the 1M-entry filter (which a miss
+// reads one line of) and of the 1M-entry table (which a hit reads one
+// line of, after the filter's). A hit cannot cost less than the two
+// together, nor a miss less than the first; hashing and the bit tests
+// come on top.
+func BenchmarkMemoryLatency(b *testing.B) {
+	d := denyBenchList(b, denyBenchN)
+	s := d.state.Load()
+	for _, c := range []struct {
+		name string
+		size int
+	}{
+		{"filter", s.filters[denyJTI].bytes()},
+		{"table", len(s.slots) * int(unsafe.Sizeof(s.slots[0]))},
+	} {
+		b.Run(fmt.Sprintf("%s-%.1fMiB", c.name, float64(c.size)/(1<<20)), func(b *testing.B) {
+			// next[line*8] holds the line to read after this one: a single
+			// random cycle through every line, so that the hardware
+			// prefetcher cannot guess the next address.
+			lines := c.size / 64
+			next := make([]uint64, lines*8)
+			perm := rand.New(rand.NewPCG(3, 4)).Perm(lines)
+			for i := range lines {
+				next[perm[i]*8] = uint64(perm[(i+1)%lines])
+			}
+			var p uint64
+			for b.Loop() {
+				p = next[p*8]
+			}
+			runtime.KeepAlive(p)
+		})
 	}
 }
