@@ -44,6 +44,27 @@ type daemon struct {
 	ready    atomic.Bool
 }
 
+// buildEngine makes the decision engine for cfg, over the daemon's key
+// cache and denylist, reporting stage timings to stages when set. Start-up
+// and every reload build it the same way.
+func (d *daemon) buildEngine(cfg *Config, stages func(string, time.Duration)) (*authz.Engine, error) {
+	engine, err := authz.NewEngine(cfg.engineConfig(), d.keys, d.deny, nil)
+	if err != nil {
+		return nil, err
+	}
+	if stages != nil {
+		engine.SetStageObserver(stages)
+	}
+	return engine, nil
+}
+
+// logRouteWarnings logs what compiling cfg's routes found suspicious.
+func logRouteWarnings(log *slog.Logger, cfg *Config) {
+	for _, w := range cfg.warnings {
+		log.Warn("routes: " + w)
+	}
+}
+
 // newDaemon builds every component and binds the listeners, so that a port
 // in use fails start-up with a clear error and tests can listen on :0.
 func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
@@ -62,10 +83,6 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 		}
 		d.deny = denylist{list: d.denylist, feed: d.feed}
 	}
-	engine, err := authz.NewEngine(cfg.engineConfig(), keys, d.deny, nil)
-	if err != nil {
-		return nil, err
-	}
 	m, err := authz.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -78,7 +95,10 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 			return nil, err
 		}
 		stages = sm.Observe
-		engine.SetStageObserver(stages)
+	}
+	engine, err := d.buildEngine(cfg, stages)
+	if err != nil {
+		return nil, err
 	}
 	srv := authz.NewServer(engine, m, log.With("component", "authz"))
 	if err := reg.Register(srv.CacheCollector()); err != nil {
@@ -257,9 +277,7 @@ func (d *daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("sidegate started", "version", versionString(), "grpc", d.lns.grpc.Addr().String(),
 		"http", d.lns.http.Addr().String(), "admin", d.lns.admin.Addr().String(), "issuers", len(d.cfg.Issuers))
-	for _, w := range d.cfg.warnings {
-		d.log.Warn("routes: " + w)
-	}
+	logRouteWarnings(d.log, d.cfg)
 	if d.feed == nil {
 		d.log.Warn("revocation is off (no revocation.nats.url): tokens stay valid until they expire")
 	}

@@ -146,12 +146,9 @@ func (r *reloader) fail(why string, err error) {
 
 // apply makes cfg the configuration in force.
 func (r *reloader) apply(cfg *Config) error {
-	engine, err := authz.NewEngine(cfg.engineConfig(), r.d.keys, r.d.deny, nil)
+	engine, err := r.d.buildEngine(cfg, r.stages)
 	if err != nil {
 		return err
-	}
-	if r.stages != nil {
-		engine.SetStageObserver(r.stages)
 	}
 	// Issuers first: a new issuer starts fetching its keys, so that its
 	// tokens verify as soon as it has them; a removed one is no longer in
@@ -162,9 +159,7 @@ func (r *reloader) apply(cfg *Config) error {
 	for _, w := range restartOnly(r.current, cfg) {
 		r.log.Warn("configuration change needs a restart to take effect; the running value is kept", "key", w)
 	}
-	for _, w := range cfg.warnings {
-		r.log.Warn("routes: " + w)
-	}
+	logRouteWarnings(r.log, cfg)
 	if r.d.sink != nil {
 		r.d.sink.setIssuers(cfg)
 	}
