@@ -1814,6 +1814,20 @@ func ratio(sidegate, floor float64) string {
 	return strconv.FormatFloat(sidegate/floor, 'f', 2, 64)
 }
 
+// rpsRatio is a's req/s over b's, aggregated (aa, ab), then round by
+// round in parentheses when there are several rounds.
+func rpsRatio(a, b []runResult, aa, ab *agg) string {
+	out := ratio(aa.rps(), ab.rps())
+	if n := min(len(a), len(b)); n > 1 {
+		byRound := make([]string, n)
+		for i := range n {
+			byRound[i] = ratio(a[i].rps(), b[i].rps())
+		}
+		out += " (" + strings.Join(byRound, ", ") + ")"
+	}
+	return out
+}
+
 // writeVerifierTable writes, for the figures that ran the plain RS256
 // verifier (--verifier, unique mode), each server's req/s and CPU, and
 // where sidegate stands between the floor and that crypto limit.
@@ -1833,14 +1847,7 @@ func writeVerifierTable(w io.Writer, o *benchOptions, figs []*figure) {
 	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, f := range rows {
 		fl, sg, v := aggregate(f.runs[0]), aggregate(f.runs[1]), aggregate(f.runs[2])
-		var byRound []string
-		for i := range min(len(f.runs[1]), len(f.runs[2])) {
-			byRound = append(byRound, ratio(f.runs[1][i].rps(), f.runs[2][i].rps()))
-		}
-		sv := ratio(sg.rps(), v.rps())
-		if len(byRound) > 1 {
-			sv += " (" + strings.Join(byRound, ", ") + ")"
-		}
+		sv := rpsRatio(f.runs[1], f.runs[2], sg, v)
 		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %s |\n",
 			f.mode, f.load.label(o), fl.rps(), v.rps(), sg.rps(),
 			ratio(v.rps(), fl.rps()), ratio(sg.rps(), fl.rps()), sv,
@@ -1881,14 +1888,7 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 	var notes []string
 	for _, f := range figs {
 		fl, sg := aggregate(f.runs[0]), aggregate(f.runs[1])
-		var byRound []string
-		for i := range min(len(f.runs[0]), len(f.runs[1])) {
-			byRound = append(byRound, ratio(f.runs[1][i].rps(), f.runs[0][i].rps()))
-		}
-		rr := ratio(sg.rps(), fl.rps())
-		if len(byRound) > 1 {
-			rr += " (" + strings.Join(byRound, ", ") + ")"
-		}
+		rr := rpsRatio(f.runs[1], f.runs[0], sg, fl)
 		p50f, p50s := fl.hist.quantile(0.5), sg.hist.quantile(0.5)
 		p99f, p99s := fl.hist.quantile(0.99), sg.hist.quantile(0.99)
 		behind := "–"

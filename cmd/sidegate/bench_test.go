@@ -61,6 +61,61 @@ func TestBench(t *testing.T) {
 	t.Run("misconfigured sidegate", func(t *testing.T) { testBenchMisconfigured(t, bin) })
 	t.Run("revoked", func(t *testing.T) { testBenchRevoked(t, bin) })
 	t.Run("cpuprofile", func(t *testing.T) { testBenchProfile(t, bin) })
+	t.Run("verifier", func(t *testing.T) { testBenchVerifier(t, bin) })
+}
+
+// testBenchVerifier: --verifier runs the plain RS256 verifier in unique
+// mode only, and its table has a row per unique figure with the verifier's
+// req/s between the floor's and the ratios computed from them.
+func testBenchVerifier(t *testing.T, bin string) {
+	code, stdout, stderr := runCmd(t, "bench", "--exe", bin,
+		"--duration", "300ms", "--warmup", "50ms", "--rounds", "2",
+		"--concurrency", "2", "--conns", "1", "--rates", "",
+		"--modes", "cached,unique", "--unique-max-rate", "5000", "--verifier")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	}
+	if !strings.Contains(stderr, "plain RS256 verifier (pid ") || len(regexp.MustCompile(`unique .* round \d/2 verifier `).FindAllString(stderr, -1)) != 2 || regexp.MustCompile(`cached .* round \d/2 verifier `).MatchString(stderr) {
+		t.Errorf("want the verifier started and run in the 2 unique rounds only; stderr:\n%s", stderr)
+	}
+	var rows [][]string
+	for line := range strings.SplitSeq(stdout, "\n") {
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		if len(cells) != 11 || !strings.HasPrefix(line, "| unique |") {
+			continue
+		}
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		rows = append(rows, cells)
+	}
+	if len(rows) != 1 {
+		t.Fatalf("want one verifier row, got %d:\n%s", len(rows), stdout)
+	}
+	num := func(s string) float64 {
+		f, err := strconv.ParseFloat(strings.Fields(s)[0], 64)
+		if err != nil {
+			t.Fatalf("%q is not a number:\n%s", s, stdout)
+		}
+		return f
+	}
+	row := rows[0]
+	floor, verifier, sidegate := num(row[2]), num(row[3]), num(row[4])
+	if floor <= 0 || verifier <= 0 || sidegate <= 0 {
+		t.Fatalf("req/s must be positive: %v", row)
+	}
+	if got, want := num(row[5]), verifier/floor; math.Abs(got-want) > 0.006 {
+		t.Errorf("verifier/floor = %v, want %.2f from the req/s", got, want)
+	}
+	if got, want := num(row[7]), sidegate/verifier; math.Abs(got-want) > 0.006 {
+		t.Errorf("sidegate/verifier = %v, want %.2f from the req/s", got, want)
+	}
+	if !strings.Contains(row[7], "(") {
+		t.Errorf("no per-round ratios with 2 rounds: %q", row[7])
+	}
+	if !strings.Contains(stdout, "- wrong decisions: 0; gRPC errors: 0") {
+		t.Errorf("wrong decisions:\n%s", stdout)
+	}
 }
 
 // testBenchProfile: --cpuprofile writes sidegate's CPU profile of the
