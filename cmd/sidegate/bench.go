@@ -983,6 +983,7 @@ type runResult struct {
 	n, wrong, errors, behind int64
 	elapsed                  time.Duration // time the load was applied
 	cpu                      time.Duration // of the server process; <0 unknown
+	clientCPU                time.Duration // of this process, the client; <0 unknown
 	hist                     *histogram
 	poolOut                  time.Duration // >0: unique tokens ran out this far into the run
 	examples                 []string      // first wrong answers
@@ -1027,9 +1028,9 @@ func (s *runStats) answer(t *target, resp *authv3.CheckResponse, err error, vali
 	s.mu.Unlock()
 }
 
-func (s *runStats) result(elapsed, cpu time.Duration) runResult {
+func (s *runStats) result(elapsed, cpu, clientCPU time.Duration) runResult {
 	return runResult{n: s.n.Load(), wrong: s.wrong.Load(), errors: s.errs.Load(), behind: s.behind.Load(),
-		elapsed: elapsed, cpu: cpu, hist: &s.hist, examples: s.examples}
+		elapsed: elapsed, cpu: cpu, clientCPU: clientCPU, hist: &s.hist, examples: s.examples}
 }
 
 // worker is one request in flight at a time: its own CheckRequest, whose
@@ -1064,7 +1065,12 @@ func cpuReader(t *target) func() time.Duration {
 	if t.proc == nil { // an in-process server, in tests
 		return func() time.Duration { return -1 }
 	}
-	pid := t.proc.cmd.Process.Pid
+	return pidCPUReader(t.proc.cmd.Process.Pid)
+}
+
+// pidCPUReader returns a function that reports the CPU time process pid
+// has used since pidCPUReader was called, or -1 if unknown.
+func pidCPUReader(pid int) func() time.Duration {
 	before, err := procCPU(pid)
 	return func() time.Duration {
 		after, err2 := procCPU(pid)
@@ -1129,7 +1135,7 @@ func closedLoop(ctx context.Context, t *target, src tokenSource, template *authv
 			}
 		})
 	}
-	cpu := cpuReader(t)
+	cpu, clientCPU := cpuReader(t), pidCPUReader(os.Getpid())
 	start = time.Now()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
@@ -1148,7 +1154,7 @@ func closedLoop(ctx context.Context, t *target, src tokenSource, template *authv
 	if e := end.Load(); e > 0 {
 		elapsed = time.Duration(e)
 	}
-	r := s.result(elapsed, cpu())
+	r := s.result(elapsed, cpu(), clientCPU())
 	if po := time.Duration(poolOut.Load()); po > 0 {
 		r.poolOut = po
 	}
@@ -1194,7 +1200,7 @@ func openLoop(ctx context.Context, t *target, src tokenSource, template *authv3.
 	}
 	var poolOut time.Duration
 	end := d
-	cpu := cpuReader(t)
+	cpu, clientCPU := cpuReader(t), pidCPUReader(os.Getpid())
 	start = time.Now()
 	func() {
 		sleep, release := preciseSleeper()
@@ -1220,7 +1226,7 @@ func openLoop(ctx context.Context, t *target, src tokenSource, template *authv3.
 	}()
 	close(jobs)
 	drain(&wg, cancel)
-	r := s.result(end, cpu())
+	r := s.result(end, cpu(), clientCPU())
 	r.poolOut = poolOut
 	return r
 }
@@ -1709,8 +1715,8 @@ func (r runResult) rps() float64 {
 }
 
 func (r runResult) summary() string {
-	s := fmt.Sprintf("%8.0f req/s  p50 %s  p99 %s  cpu %s µs/req", r.rps(), fmtMicros(r.hist.quantile(0.5)),
-		fmtMicros(r.hist.quantile(0.99)), fmtCPU(r.cpu, r.n))
+	s := fmt.Sprintf("%8.0f req/s  p50 %s  p99 %s  cpu %s µs/req  client cpu %s µs/req", r.rps(), fmtMicros(r.hist.quantile(0.5)),
+		fmtMicros(r.hist.quantile(0.99)), fmtCPU(r.cpu, r.n), fmtCPU(r.clientCPU, r.n))
 	if r.behind > 0 {
 		s += fmt.Sprintf("  behind %d", r.behind)
 	}
@@ -1744,14 +1750,14 @@ type benchEnv struct {
 // agg is one server's runs of a figure, summed over rounds.
 type agg struct {
 	n, wrong, errors, behind int64
-	elapsed, cpu             time.Duration
-	cpuKnown                 bool
+	elapsed, cpu, clientCPU  time.Duration
+	cpuKnown, clientKnown    bool
 	hist                     histogram
 	poolOut                  int
 }
 
 func aggregate(runs []runResult) *agg {
-	a := &agg{cpuKnown: true}
+	a := &agg{cpuKnown: true, clientKnown: true}
 	for _, r := range runs {
 		a.n += r.n
 		a.wrong += r.wrong
@@ -1763,6 +1769,10 @@ func aggregate(runs []runResult) *agg {
 			a.cpuKnown = false
 		}
 		a.cpu += r.cpu
+		if r.clientCPU < 0 {
+			a.clientKnown = false
+		}
+		a.clientCPU += r.clientCPU
 		if r.poolOut > 0 {
 			a.poolOut++
 		}
@@ -1783,6 +1793,14 @@ func (a *agg) cpuPerReq() float64 {
 		return math.NaN()
 	}
 	return float64(a.cpu.Microseconds()) / float64(a.n)
+}
+
+// clientPerReq is the client's (this process's) CPU per request.
+func (a *agg) clientPerReq() float64 {
+	if !a.clientKnown || a.n == 0 {
+		return math.NaN()
+	}
+	return float64(a.clientCPU.Microseconds()) / float64(a.n)
 }
 
 func fmtMicros(d time.Duration) string { return fmtNum(float64(d) / 1e3) }
@@ -1885,7 +1903,7 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 
 	fmt.Fprintln(w, "| mode | load | req/s floor | req/s sidegate | ratio (rounds) | p50 µs floor | p50 µs sidegate | ratio | p99 µs floor | p99 µs sidegate | ratio | CPU µs/req floor | CPU µs/req sidegate | ratio | behind floor/sidegate | wrong |")
 	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	var notes []string
+	var notes, clients []string
 	for _, f := range figs {
 		fl, sg := aggregate(f.runs[0]), aggregate(f.runs[1])
 		rr := rpsRatio(f.runs[1], f.runs[0], sg, fl)
@@ -1901,6 +1919,7 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 			fmtMicros(p99f), fmtMicros(p99s), ratio(float64(p99s), float64(p99f)),
 			fmtNum(fl.cpuPerReq()), fmtNum(sg.cpuPerReq()), ratio(sg.cpuPerReq(), fl.cpuPerReq()),
 			behind, sg.wrong+sg.errors+fl.wrong+fl.errors)
+		clients = append(clients, fmt.Sprintf("%s, %s: %s / %s", f.mode, f.load.label(o), fmtNum(fl.clientPerReq()), fmtNum(sg.clientPerReq())))
 		if sg.poolOut > 0 {
 			notes = append(notes, fmt.Sprintf("%s, %s: the unique-token pool ran out in %d of %d sidegate run(s), which then ended early (raise --unique-max-rate)", f.mode, f.load.label(o), sg.poolOut, len(f.runs[1])))
 		}
@@ -1911,6 +1930,9 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 	fmt.Fprintln(w)
 	writeVerifierTable(w, o, figs)
 	fmt.Fprintf(w, "- wrong decisions: %d; gRPC errors: %d\n", rep.wrong, rep.errors)
+	// The client shares the machine: what an answer costs it to read is
+	// CPU the servers do not get.
+	fmt.Fprintf(w, "- client CPU µs/req (this process, driving floor / sidegate): %s\n", strings.Join(clients, "; "))
 	for _, n := range notes {
 		fmt.Fprintf(w, "- %s\n", n)
 	}

@@ -210,6 +210,12 @@ func testBenchSmoke(t *testing.T, bin string) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
 	}
+	if runtime.GOOS == "linux" {
+		// Each figure's client CPU, floor / sidegate, both measured.
+		if m := regexpFind(`- client CPU µs/req \(this process, driving floor / sidegate\): (cached, closed, 4 workers / 2 conns: [0-9.]+ / [0-9.]+;)`, stdout); m == "" {
+			t.Errorf("no client CPU for the cached closed-loop figure:\n%s", stdout)
+		}
+	}
 	if m := regexpFind(`RS256 bearer token of (\d+) bytes`, stdout); m == "" {
 		t.Errorf("no token size in the header:\n%s", stdout)
 	} else if n, _ := strconv.Atoi(m); n < 600 || n > 900 {
