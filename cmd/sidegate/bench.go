@@ -162,7 +162,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.openWorkers, "open-workers", 1000, "open-loop requests in flight at most; a send waiting for one falls behind")
 	fs.StringVar(&o.sidegateLogLevel, "sidegate-log-level", "info", "sidegate's --log-level (its warnings and errors are reported)")
 	fs.BoolVar(&o.verifier, "verifier", false, "in unique mode, also drive a plain Go RS256 verifier (the floor plus crypto/rsa on each token's signature): the crypto limit")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write sidegate's CPU profile of each figure's first measured run to PREFIX-<mode>-<load>.pprof (turns on debug.pprof)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write sidegate's CPU profile of each figure's first measured run to PREFIX-<mode>-<load>.pprof (turns on debug.pprof; the profile covers --duration rounded to whole seconds, and that run, profiled, still counts in the table)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -207,6 +207,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		bad = append(bad, fmt.Sprintf("--revoked must be from 0 to %d", benchMaxRevoked))
 	case o.revoked > 0 && !o.revocation:
 		bad = append(bad, "--revoked needs --revocation")
+	case o.verifier && !slices.Contains(o.modes, "unique"):
+		bad = append(bad, "--verifier runs in unique mode only: add unique to --modes")
+	}
+	if o.cpuProfile != "" {
+		if fi, err := os.Stat(filepath.Dir(o.cpuProfile)); err != nil || !fi.IsDir() {
+			bad = append(bad, fmt.Sprintf("--cpuprofile: no directory %s to write the profiles in", filepath.Dir(o.cpuProfile)))
+		}
 	}
 	if len(bad) > 0 {
 		for _, b := range bad {
@@ -1861,15 +1868,15 @@ func writeVerifierTable(w io.Writer, o *benchOptions, figs []*figure) {
 	}
 	fmt.Fprintln(w, "Unique tokens against the crypto limit: a plain Go RS256 verifier, the floor plus `crypto/rsa` on each token's signature and nothing else, run after sidegate in each round.")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | load | req/s floor | req/s verifier | req/s sidegate | verifier/floor | sidegate/floor | sidegate/verifier (rounds) | CPU µs/req floor | CPU µs/req verifier | CPU µs/req sidegate |")
-	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| mode | load | req/s floor | req/s verifier | req/s sidegate | verifier/floor | sidegate/floor | sidegate/verifier (rounds) | CPU µs/req floor | CPU µs/req verifier | CPU µs/req sidegate | verifier wrong |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, f := range rows {
 		fl, sg, v := aggregate(f.runs[0]), aggregate(f.runs[1]), aggregate(f.runs[2])
 		sv := rpsRatio(f.runs[1], f.runs[2], sg, v)
-		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %d |\n",
 			f.mode, f.load.label(o), fl.rps(), v.rps(), sg.rps(),
 			ratio(v.rps(), fl.rps()), ratio(sg.rps(), fl.rps()), sv,
-			fmtNum(fl.cpuPerReq()), fmtNum(v.cpuPerReq()), fmtNum(sg.cpuPerReq()))
+			fmtNum(fl.cpuPerReq()), fmtNum(v.cpuPerReq()), fmtNum(sg.cpuPerReq()), v.wrong+v.errors)
 	}
 	fmt.Fprintln(w)
 }

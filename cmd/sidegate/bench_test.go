@@ -78,7 +78,7 @@ func testBenchVerifier(t *testing.T, bin string) {
 	var rows [][]string
 	for line := range strings.SplitSeq(stdout, "\n") {
 		cells := strings.Split(strings.Trim(line, "|"), "|")
-		if len(cells) != 11 || !strings.HasPrefix(line, "| unique |") {
+		if len(cells) != 12 || !strings.HasPrefix(line, "| unique |") {
 			continue
 		}
 		for i := range cells {
@@ -109,6 +109,9 @@ func testBenchVerifier(t *testing.T, bin string) {
 	}
 	if !strings.Contains(row[7], "(") {
 		t.Errorf("no per-round ratios with 2 rounds: %q", row[7])
+	}
+	if row[11] != "0" {
+		t.Errorf("the verifier answered %s valid token(s) wrong", row[11])
 	}
 	if !strings.Contains(stdout, "- wrong decisions: 0; gRPC errors: 0") {
 		t.Errorf("wrong decisions:\n%s", stdout)
@@ -304,6 +307,8 @@ func TestBenchFlags(t *testing.T) {
 		{"--revoked", "10"},
 		{"--revocation", "--revoked", "-1"},
 		{"--revocation", "--revoked", "100000001"},
+		{"--verifier", "--modes", "cached"},
+		{"--cpuprofile", "/nonexistent-dir/prof"},
 		{"extra"},
 	} {
 		if code, _, stderr := runCmd(t, append([]string{"bench"}, args...)...); code != 2 || !strings.Contains(stderr, "sidegate bench") {
