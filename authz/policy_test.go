@@ -51,28 +51,37 @@ csrf:
   trusted_origins: ["https://app.example.com"]
 `
 
-type policyFile struct {
-	Routes       []RouteConfig `yaml:"routes"`
-	DefaultRoute RouteConfig   `yaml:"default_route"`
-	Policy       struct {
-		Mode string `yaml:"mode"`
-	} `yaml:"policy"`
-	CSRF CSRFConfig `yaml:"csrf"`
-}
-
-// policyFixture is the fixture engine with the policy from text.
-func policyFixture(tb testing.TB, text string) *fixture {
+// policyFromYAML decodes a policy as the configuration loader does
+// (yaml.v3, KnownFields): routes, default_route, policy.mode and csrf.
+func policyFromYAML(tb testing.TB, text string) PolicyConfig {
 	tb.Helper()
-	var pf policyFile
+	var pf struct {
+		Routes       []RouteConfig `yaml:"routes"`
+		DefaultRoute RouteConfig   `yaml:"default_route"`
+		Policy       struct {
+			Mode string `yaml:"mode"`
+		} `yaml:"policy"`
+		CSRF CSRFConfig `yaml:"csrf"`
+	}
 	dec := yaml.NewDecoder(strings.NewReader(text))
 	dec.KnownFields(true)
 	if err := dec.Decode(&pf); err != nil {
 		tb.Fatal(err)
 	}
+	return PolicyConfig{Routes: pf.Routes, Default: pf.DefaultRoute, Mode: pf.Policy.Mode, CSRF: pf.CSRF}
+}
+
+// policyFixture is the fixture engine, with a second issuer, under the
+// policy from text; opts change the configuration further.
+func policyFixture(tb testing.TB, text string, opts ...func(*Config)) *fixture {
+	tb.Helper()
+	pc := policyFromYAML(tb, text)
 	return newFixture(tb, func(c *Config) {
+		for _, o := range opts {
+			o(c)
+		}
 		c.Issuers = append(c.Issuers, Issuer{Issuer: "https://other.test/", Audiences: []string{testAud}, Algorithms: fixtureAlgs})
-		pol, _, err := CompilePolicy(PolicyConfig{Routes: pf.Routes, Default: pf.DefaultRoute, Mode: pf.Policy.Mode, CSRF: pf.CSRF},
-			[]string{testIss, "https://other.test/"})
+		pol, _, err := CompilePolicy(pc, []string{testIss, "https://other.test/"})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -370,19 +379,7 @@ func TestPolicyRequirementResponse(t *testing.T) {
 // TestPolicyCachedClaims: requirements hold on tokens served from the
 // verified-token cache, which keeps no claim map.
 func TestPolicyCachedClaims(t *testing.T) {
-	var pf policyFile
-	if err := yaml.Unmarshal([]byte(policyYAML), &pf); err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, func(c *Config) {
-		benchCacheConfig(c)
-		pol, _, err := CompilePolicy(PolicyConfig{Routes: pf.Routes, CSRF: pf.CSRF}, []string{testIss, "https://other.test/"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Issuers = append(c.Issuers, Issuer{Issuer: "https://other.test/", Audiences: []string{testAud}, Algorithms: fixtureAlgs})
-		c.Policy = pol
-	})
+	f := policyFixture(t, policyYAML, benchCacheConfig)
 	c := f.claims()
 	c["scope"] = "admin:write"
 	c["realm_access"] = map[string]any{"roles": []string{"admin"}}

@@ -38,20 +38,6 @@ routes:
 default_route: {auth: required}
 `
 
-func routeTestFromYAML(t *testing.T, doc string) PolicyConfig {
-	t.Helper()
-	var y struct {
-		Routes  []RouteConfig `yaml:"routes"`
-		Default RouteConfig   `yaml:"default_route"`
-	}
-	dec := yaml.NewDecoder(strings.NewReader(doc))
-	dec.KnownFields(true)
-	if err := dec.Decode(&y); err != nil {
-		t.Fatal(err)
-	}
-	return PolicyConfig{Routes: y.Routes, Default: y.Default}
-}
-
 // routeTestClaims decodes claims as verification does: numbers as
 // json.Number.
 func routeTestClaims(t testing.TB, doc string) map[string]any {
@@ -66,7 +52,7 @@ func routeTestClaims(t testing.TB, doc string) map[string]any {
 }
 
 func TestPolicyFromYAML(t *testing.T) {
-	p, warns, err := CompilePolicy(routeTestFromYAML(t, routeTestYAML), []string{testIss})
+	p, warns, err := CompilePolicy(policyFromYAML(t, routeTestYAML), []string{testIss})
 	if err != nil || len(warns) > 0 {
 		t.Fatalf("CompilePolicy: %v, warnings %q", err, warns)
 	}
