@@ -1438,8 +1438,8 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 		return rep, err
 	}
 	defer fp.stop()
-	var vp *child // the plain RS256 verifier, with --verifier in unique mode
-	if o.verifier && slices.Contains(o.modes, "unique") {
+	var vp *child   // the plain RS256 verifier, with --verifier in unique mode
+	if o.verifier { // unique is in o.modes: the flags were checked
 		der, err := x509.MarshalPKIXPublicKey(&is.key.pub)
 		if err != nil {
 			return rep, err
