@@ -76,7 +76,10 @@ for each of --modes:
                 expired, garbage, no token
 
 Every sidegate answer is checked (valid allowed, invalid denied); any wrong
-decision or gRPC error makes the exit status 1. The result is a Markdown
+decision or gRPC error makes the exit status 1. The client reads only each
+answer's status unless --decode full: it shares the cores with the servers,
+and decoding sidegate's identity headers would take CPU from them that the
+floor's empty answer does not. The result is a Markdown
 table on stdout (and in --out); progress goes to stderr.
 
 With --revocation, sidegate follows a NATS JetStream stream of revocations
@@ -131,6 +134,7 @@ type benchOptions struct {
 	sidegateLogLevel  string
 	cpuProfile        string
 	verifier          bool
+	fullDecode        bool
 	commandLine       string
 	progress, results io.Writer
 }
@@ -162,6 +166,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.openWorkers, "open-workers", 1000, "open-loop requests in flight at most; a send waiting for one falls behind")
 	fs.StringVar(&o.sidegateLogLevel, "sidegate-log-level", "info", "sidegate's --log-level (its warnings and errors are reported)")
 	fs.BoolVar(&o.verifier, "verifier", false, "in unique mode, also drive a plain Go RS256 verifier (the floor plus crypto/rsa on each token's signature): the crypto limit")
+	decode := fs.String("decode", "status", "how the client reads each answer: status (its status alone, straight from the wire) or full (decoded into a CheckResponse, as a generated gRPC client does)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write sidegate's CPU profile of each figure's first measured run to PREFIX-<mode>-<load>.pprof (turns on debug.pprof; the profile covers --duration rounded to whole seconds, and that run, profiled, still counts in the table)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -209,6 +214,13 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		bad = append(bad, "--revoked needs --revocation")
 	case o.verifier && !slices.Contains(o.modes, "unique"):
 		bad = append(bad, "--verifier runs in unique mode only: add unique to --modes")
+	}
+	switch *decode {
+	case "status":
+	case "full":
+		o.fullDecode = true
+	default:
+		bad = append(bad, fmt.Sprintf("--decode: %q is not status or full", *decode))
 	}
 	if o.cpuProfile != "" {
 		if fi, err := os.Stat(filepath.Dir(o.cpuProfile)); err != nil || !fi.IsDir() {
@@ -956,17 +968,17 @@ func procStatusMiB(pid int, field string) string {
 
 // target is one server under load: its process and gRPC connections.
 type target struct {
-	name    string
-	proc    *child
-	conns   []*grpc.ClientConn
-	clients []authv3.AuthorizationClient
+	name  string
+	proc  *child
+	conns []*grpc.ClientConn
+	codec grpc.CallOption // how answers are read: see answerCodec
 	// decides: answers are checked against the token's validity; the
 	// floor allows everything and is only checked for answering OK.
 	decides bool
 }
 
-func dialTarget(name, addr string, n int, proc *child, decides bool) (*target, error) {
-	t := &target{name: name, proc: proc, decides: decides}
+func dialTarget(name, addr string, n int, proc *child, decides, fullDecode bool) (*target, error) {
+	t := &target{name: name, proc: proc, decides: decides, codec: grpc.ForceCodecV2(answerCodec{full: fullDecode})}
 	for range n {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -974,9 +986,14 @@ func dialTarget(name, addr string, n int, proc *child, decides bool) (*target, e
 			return nil, fmt.Errorf("bench: dial %s at %s: %w", name, addr, err)
 		}
 		t.conns = append(t.conns, cc)
-		t.clients = append(t.clients, authv3.NewAuthorizationClient(cc))
 	}
 	return t, nil
+}
+
+// check makes one Check call on connection i (modulo their number) and
+// reads its answer into a.
+func (t *target) check(ctx context.Context, i int, req *authv3.CheckRequest, a *answer) error {
+	return t.conns[i%len(t.conns)].Invoke(ctx, authv3.Authorization_Check_FullMethodName, req, a, t.codec)
 }
 
 func (t *target) close() {
@@ -1007,7 +1024,7 @@ type runStats struct {
 // answer checks one answer and records its latency. An answer that came
 // after the measured window (measured false) is not counted, unless it is
 // an error (such as a call cancelled after the grace of drain).
-func (s *runStats) answer(t *target, resp *authv3.CheckResponse, err error, valid bool, lat time.Duration, measured bool) {
+func (s *runStats) answer(t *target, a *answer, err error, valid bool, lat time.Duration, measured bool) {
 	if measured {
 		s.n.Add(1)
 		s.hist.record(lat)
@@ -1019,12 +1036,12 @@ func (s *runStats) answer(t *target, resp *authv3.CheckResponse, err error, vali
 	case err != nil:
 		s.errs.Add(1)
 		bad = "gRPC error: " + err.Error()
-	case t.decides && (resp.GetStatus().GetCode() == 0) != valid:
+	case t.decides && (a.code == 0) != valid:
 		s.wrong.Add(1)
-		bad = fmt.Sprintf("valid=%v token answered code %d %q", valid, resp.GetStatus().GetCode(), resp.GetStatus().GetMessage())
-	case !t.decides && resp.GetStatus().GetCode() != 0:
+		bad = fmt.Sprintf("valid=%v token answered code %d %q", valid, a.code, a.message)
+	case !t.decides && a.code != 0:
 		s.wrong.Add(1)
-		bad = fmt.Sprintf("the floor answered code %d", resp.GetStatus().GetCode())
+		bad = fmt.Sprintf("the floor answered code %d", a.code)
 	default:
 		return
 	}
@@ -1045,6 +1062,7 @@ func (s *runStats) result(elapsed, cpu, clientCPU time.Duration) runResult {
 // message by the time Check returns).
 type worker struct {
 	req *authv3.CheckRequest
+	ans answer
 	h   map[string]string
 	id  uint64
 	buf []byte
@@ -1122,7 +1140,7 @@ func closedLoop(ctx context.Context, t *target, src tokenSource, template *authv
 	go1 := make(chan struct{}) // all workers start together, once made
 	var start time.Time
 	for i := range c {
-		w, client := newWorker(template, i), t.clients[i%len(t.clients)]
+		w := newWorker(template, i)
 		wg.Go(func() {
 			<-go1
 			for !stop.Load() {
@@ -1135,10 +1153,10 @@ func closedLoop(ctx context.Context, t *target, src tokenSource, template *authv
 				}
 				w.set(tok)
 				t0 := time.Now()
-				resp, err := client.Check(ctx, w.req)
+				err := t.check(ctx, i, w.req, &w.ans)
 				now := time.Now()
 				e := end.Load()
-				s.answer(t, resp, err, valid, now.Sub(t0), e == 0 || now.Sub(start) <= time.Duration(e))
+				s.answer(t, &w.ans, err, valid, now.Sub(t0), e == 0 || now.Sub(start) <= time.Duration(e))
 			}
 		})
 	}
@@ -1193,15 +1211,15 @@ func openLoop(ctx context.Context, t *target, src tokenSource, template *authv3.
 	// would otherwise carry as lateness.
 	var start time.Time // set before the first job is sent, read after
 	for i := range workers {
-		w, client := newWorker(template, i), t.clients[i%len(t.clients)]
+		w := newWorker(template, i)
 		wg.Go(func() {
 			for j := range jobs {
 				w.set(j.token)
-				resp, err := client.Check(ctx, w.req)
+				err := t.check(ctx, i, w.req, &w.ans)
 				// Every request sent in the window counts, however late
 				// its answer: leaving out the slowest would understate
 				// the latencies of a server that fell behind.
-				s.answer(t, resp, err, j.valid, time.Since(start)-j.due, true)
+				s.answer(t, &w.ans, err, j.valid, time.Since(start)-j.due, true)
 			}
 		})
 	}
@@ -1490,12 +1508,12 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 		o.logf("sidegate ready %s after its start (replay took %s by its log), %s jti entries in its denylist; RSS now %s, peak so far %s",
 			readyAfter.Round(time.Millisecond), orDash(revoked.replayTook), orDash(revoked.entries), orDash(readyRSS), orDash(readyPeak))
 	}
-	floor, err := dialTarget("floor", fa["grpc"], o.conns, fp, false)
+	floor, err := dialTarget("floor", fa["grpc"], o.conns, fp, false, o.fullDecode)
 	if err != nil {
 		return rep, err
 	}
 	defer floor.close()
-	sg, err := dialTarget("sidegate", sa["grpc"], o.conns, sp, true)
+	sg, err := dialTarget("sidegate", sa["grpc"], o.conns, sp, true, o.fullDecode)
 	if err != nil {
 		return rep, err
 	}
@@ -1508,7 +1526,7 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 			return rep, err
 		}
 		// It sees only valid tokens, so it is checked like sidegate.
-		if verifier, err = dialTarget("verifier", va["grpc"], o.conns, vp, true); err != nil {
+		if verifier, err = dialTarget("verifier", va["grpc"], o.conns, vp, true, o.fullDecode); err != nil {
 			return rep, err
 		}
 		defer verifier.close()
@@ -1522,24 +1540,24 @@ func runBench(ctx context.Context, o *benchOptions) (benchReport, error) {
 		if t == nil {
 			continue
 		}
-		for _, cl := range t.clients {
-			resp, err := cl.Check(ctx, template)
-			if err != nil {
+		for i := range t.conns {
+			var a answer
+			if err := t.check(ctx, i, template, &a); err != nil {
 				return rep, fmt.Errorf("first Check to %s: %w", t.name, err)
 			}
-			if c := resp.GetStatus().GetCode(); c != 0 {
-				return rep, fmt.Errorf("%s denies the bench's valid token (code %d, %q); check --extra-config", t.name, c, resp.GetStatus().GetMessage())
+			if a.code != 0 {
+				return rep, fmt.Errorf("%s denies the bench's valid token (code %d, %q); check --extra-config", t.name, a.code, a.message)
 			}
 		}
 	}
 	if verifier != nil {
 		// A verifier that allowed a forged signature would be the floor
 		// by another name.
-		resp, err := verifier.clients[0].Check(ctx, benchRequest(is.badSignature()))
-		if err != nil {
+		var a answer
+		if err := verifier.check(ctx, 0, benchRequest(is.badSignature()), &a); err != nil {
 			return rep, fmt.Errorf("Check to the verifier: %w", err)
 		}
-		if resp.GetStatus().GetCode() == 0 {
+		if a.code == 0 {
 			return rep, errors.New("bench: the RS256 verifier allows a bad signature")
 		}
 	}
@@ -1906,6 +1924,11 @@ func writeBenchTable(w io.Writer, o *benchOptions, figs []*figure, env benchEnv,
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "- each figure: %d round(s) of %s after %s of warm-up, floor then sidegate each round; client and both servers share the machine\n", o.rounds, o.duration, o.warmup)
+	decoded := "its status read straight from the wire"
+	if o.fullDecode {
+		decoded = "decoded in full into a CheckResponse"
+	}
+	fmt.Fprintf(w, "- each answer: %s (--decode)\n", decoded)
 	fmt.Fprintf(w, "- latency: closed loop from send, open loop from the scheduled send time; behind: open-loop sends made over %s late (all %d --open-workers busy, or the client short of CPU); CPU: server process utime+stime from /proc/PID/stat (10 ms ticks) per request\n\n", benchLateThreshold, o.openWorkers)
 
 	fmt.Fprintln(w, "| mode | load | req/s floor | req/s sidegate | ratio (rounds) | p50 µs floor | p50 µs sidegate | ratio | p99 µs floor | p99 µs sidegate | ratio | CPU µs/req floor | CPU µs/req sidegate | ratio | behind floor/sidegate | wrong |")

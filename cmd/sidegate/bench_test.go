@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -24,7 +25,9 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/nats-io/nats.go/jetstream"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -309,6 +312,7 @@ func TestBenchFlags(t *testing.T) {
 		{"--revocation", "--revoked", "100000001"},
 		{"--verifier", "--modes", "cached"},
 		{"--cpuprofile", "/nonexistent-dir/prof"},
+		{"--decode", "fast"},
 		{"extra"},
 	} {
 		if code, _, stderr := runCmd(t, append([]string{"bench"}, args...)...); code != 2 || !strings.Contains(stderr, "sidegate bench") {
@@ -317,14 +321,39 @@ func TestBenchFlags(t *testing.T) {
 	}
 }
 
-// answerServer answers every Check with a fixed status code.
+// answerServer answers every Check with a fixed status code, shaped like
+// sidegate's answers: an OK sets identity headers, a denial carries a
+// message, headers and a body.
 type answerServer struct {
 	authv3.UnimplementedAuthorizationServer
 	code codes.Code
 }
 
 func (a answerServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(a.code)}}, nil
+	return answerLike(a.code), nil
+}
+
+func answerLike(code codes.Code) *authv3.CheckResponse {
+	hdr := func(k, v string) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}}
+	}
+	if code == codes.OK {
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				Headers:         []*corev3.HeaderValueOption{hdr("x-user-id", "u-1"), hdr("x-jwt-payload", strings.Repeat("eyJzdWIiOiJ1LTEifQ", 30))},
+				HeadersToRemove: []string{"x-user-email"},
+			}},
+		}
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: "token_" + strings.ToLower(code.String())},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
+			Headers: []*corev3.HeaderValueOption{hdr("www-authenticate", `Bearer error="invalid_token"`)},
+			Body:    `{"error":"invalid_token"}`,
+		}},
+	}
 }
 
 func serveAnswers(t *testing.T, code codes.Code) string {
@@ -357,35 +386,39 @@ func TestBenchLoopsCheckDecisions(t *testing.T) {
 		{"floor allows", codes.OK, false, false},
 		{"floor does not answer OK", codes.PermissionDenied, false, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tg, err := dialTarget("server", serveAnswers(t, tc.code), 2, nil, tc.decides)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tg.close()
-			for name, r := range map[string]runResult{
-				"closed": closedLoop(ctx, tg, repeatedToken("t"), template, 4, 100*time.Millisecond),
-				"open":   openLoop(ctx, tg, repeatedToken("t"), template, 500, 8, 100*time.Millisecond),
-			} {
-				if r.n == 0 || r.errors != 0 {
-					t.Fatalf("%s: %d answers, %d errors", name, r.n, r.errors)
+		for _, full := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, full decode %v", tc.name, full), func(t *testing.T) {
+				tg, err := dialTarget("server", serveAnswers(t, tc.code), 2, nil, tc.decides, full)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if want := int64(0); tc.wantWrong {
-					want = r.n
-					if r.wrong != want || len(r.examples) == 0 {
-						t.Errorf("%s: %d wrong of %d (examples %q), want all", name, r.wrong, r.n, r.examples)
+				defer tg.close()
+				for name, r := range map[string]runResult{
+					"closed": closedLoop(ctx, tg, repeatedToken("t"), template, 4, 100*time.Millisecond),
+					"open":   openLoop(ctx, tg, repeatedToken("t"), template, 500, 8, 100*time.Millisecond),
+				} {
+					if r.n == 0 || r.errors != 0 {
+						t.Fatalf("%s: %d answers, %d errors", name, r.n, r.errors)
 					}
-				} else if r.wrong != 0 {
-					t.Errorf("%s: %d wrong, want 0: %q", name, r.wrong, r.examples)
+					if want := int64(0); tc.wantWrong {
+						want = r.n
+						if r.wrong != want || len(r.examples) == 0 {
+							t.Errorf("%s: %d wrong of %d (examples %q), want all", name, r.wrong, r.n, r.examples)
+						} else if msg := answerLike(tc.code).GetStatus().GetMessage(); tc.decides && !strings.Contains(r.examples[0], strconv.Quote(msg)) {
+							t.Errorf("%s: example %q does not quote the status message %q", name, r.examples[0], msg)
+						}
+					} else if r.wrong != 0 {
+						t.Errorf("%s: %d wrong, want 0: %q", name, r.wrong, r.examples)
+					}
+					if r.cpu >= 0 {
+						t.Errorf("%s: CPU %s for a target without a process, want unknown", name, r.cpu)
+					}
+					if got := r.hist.count(); got != uint64(r.n) {
+						t.Errorf("%s: histogram holds %d, want %d", name, got, r.n)
+					}
 				}
-				if r.cpu >= 0 {
-					t.Errorf("%s: CPU %s for a target without a process, want unknown", name, r.cpu)
-				}
-				if got := r.hist.count(); got != uint64(r.n) {
-					t.Errorf("%s: histogram holds %d, want %d", name, got, r.n)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -415,7 +448,7 @@ func dialSlow(t *testing.T, delay time.Duration) *target {
 	authv3.RegisterAuthorizationServer(gs, slowServer{delay: delay})
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
-	tg, err := dialTarget("sidegate", ln.Addr().String(), 2, nil, true)
+	tg, err := dialTarget("sidegate", ln.Addr().String(), 2, nil, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +507,7 @@ func TestBenchRunEndLetsCallsFinish(t *testing.T) {
 
 // TestBenchPoolRunsOut: a spent pool ends the run early and says when.
 func TestBenchPoolRunsOut(t *testing.T) {
-	tg, err := dialTarget("sidegate", serveAnswers(t, codes.OK), 1, nil, true)
+	tg, err := dialTarget("sidegate", serveAnswers(t, codes.OK), 1, nil, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
