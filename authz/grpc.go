@@ -61,8 +61,9 @@ func ServerOptions() []grpc.ServerOption {
 // NewGRPCServer returns a gRPC server with the Authorization service, the
 // gRPC health service (with the returned health server, which the caller
 // flips as readiness changes) and server reflection (so grpcurl works).
+// It decodes CheckRequests with checkCodec.
 func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *Health) {
-	base := ServerOptions()
+	base := append(ServerOptions(), grpc.ForceServerCodecV2(checkCodec{}))
 	gs := grpc.NewServer(append(base, opts...)...)
 	authv3.RegisterAuthorizationServer(gs, s)
 	hs := &Health{Server: health.NewServer(), done: make(chan struct{})}
