@@ -162,7 +162,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.revocation, "revocation", false, "run an embedded NATS server and turn revocation on in sidegate")
 	fs.IntVar(&o.revoked, "revoked", 0, "with --revocation: publish this many jti revocations (of tokens the bench never sends) before sidegate starts, to load its denylist")
 	fs.StringVar(&o.extraConfig, "extra-config", "", "YAML merged over sidegate's generated configuration, e.g. 'tokens: {leeway: 0s}'")
-	fs.IntVar(&o.uniqueMaxRate, "unique-max-rate", 12000, "highest closed-loop rate expected in unique mode; sizes the token pool")
+	fs.IntVar(&o.uniqueMaxRate, "unique-max-rate", 20000, "highest closed-loop rate expected in unique mode; sizes the token pool")
 	fs.IntVar(&o.openWorkers, "open-workers", 1000, "open-loop requests in flight at most; a send waiting for one falls behind")
 	fs.StringVar(&o.sidegateLogLevel, "sidegate-log-level", "info", "sidegate's --log-level (its warnings and errors are reported)")
 	fs.BoolVar(&o.verifier, "verifier", false, "in unique mode, also drive a plain Go RS256 verifier (the floor plus crypto/rsa on each token's signature): the crypto limit")
