@@ -23,6 +23,11 @@ import (
 // the context extensions) directly, and hands each other field to the
 // generated decoder, so the result is the same message, field for field,
 // unknown fields included, and the same bytes are refused.
+//
+// Each field left to the generated decoder costs one call of it: a
+// request of nothing but tiny unknown fields decodes about 2.5 times
+// slower than with proto.Unmarshal (0.25 s of CPU for 8 MiB, the largest
+// request the server takes, against 0.1 s), still linear in its size.
 type checkCodec struct{}
 
 var protoCodec = encoding.GetCodecV2(proto.Name)
@@ -37,10 +42,7 @@ func (checkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return protoCodec.Unmarshal(data, v)
 	}
 	// Every string is copied out of data, which gRPC reuses once this
-	// returns.
-	if len(data) == 1 {
-		return decodeCheckRequest(data[0].ReadOnlyData(), req)
-	}
+	// returns. A request in one buffer is read in place.
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	return decodeCheckRequest(buf.ReadOnlyData(), req)
@@ -50,26 +52,29 @@ func (checkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // proto.Unmarshal does.
 func decodeCheckRequest(b []byte, m *authv3.CheckRequest) error {
 	protov2.Reset(m)
-	return eachField(b, m, func(num protowire.Number, v []byte) (bool, error) {
+	return eachField(b, m, 0, func(num protowire.Number, v []byte) (bool, error) {
 		if num != 1 { // attributes
 			return false, nil
 		}
-		if m.Attributes == nil {
-			m.Attributes = new(authv3.AttributeContext)
-		}
-		return true, decodeAttributes(v, m.Attributes)
+		return true, into(&m.Attributes, v, decodeAttributes)
 	})
+}
+
+// into merges the message encoded in v into *dst with decode, making
+// *dst first: a message field sent twice merges into one.
+func into[M any](dst **M, v []byte, decode func([]byte, *M) error) error {
+	if *dst == nil {
+		*dst = new(M)
+	}
+	return decode(v, *dst)
 }
 
 // decodeAttributes merges the AttributeContext encoded in b into m.
 func decodeAttributes(b []byte, m *authv3.AttributeContext) error {
-	return eachField(b, m, func(num protowire.Number, v []byte) (bool, error) {
+	return eachField(b, m, 1, func(num protowire.Number, v []byte) (bool, error) {
 		switch num {
 		case 4: // request
-			if m.Request == nil {
-				m.Request = new(authv3.AttributeContext_Request)
-			}
-			return true, decodeRequest(v, m.Request)
+			return true, into(&m.Request, v, decodeRequest)
 		case 10: // context_extensions
 			if m.ContextExtensions == nil {
 				m.ContextExtensions = make(map[string]string, 1)
@@ -82,14 +87,11 @@ func decodeAttributes(b []byte, m *authv3.AttributeContext) error {
 
 // decodeRequest merges the AttributeContext.Request encoded in b into m.
 func decodeRequest(b []byte, m *authv3.AttributeContext_Request) error {
-	return eachField(b, m, func(num protowire.Number, v []byte) (bool, error) {
+	return eachField(b, m, 2, func(num protowire.Number, v []byte) (bool, error) {
 		if num != 2 { // http
 			return false, nil
 		}
-		if m.Http == nil {
-			m.Http = new(authv3.AttributeContext_HttpRequest)
-		}
-		return true, decodeHTTP(v, m.Http)
+		return true, into(&m.Http, v, decodeHTTP)
 	})
 }
 
@@ -97,7 +99,7 @@ func decodeRequest(b []byte, m *authv3.AttributeContext_Request) error {
 // Its size (field 9), a varint, and its header_map (13) go to the
 // generated decoder, like any field of the wrong wire type.
 func decodeHTTP(b []byte, m *authv3.AttributeContext_HttpRequest) error {
-	return eachField(b, m, func(num protowire.Number, v []byte) (bool, error) {
+	return eachField(b, m, 3, func(num protowire.Number, v []byte) (bool, error) {
 		var dst *string
 		switch num {
 		case 1:
@@ -150,11 +152,11 @@ func decodeMapEntry(b []byte, m map[string]string, field string) error {
 		if (num == 1 || num == 2) && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return protowire.ParseError(n)
+				return parseError(n)
 			}
 			// Each occurrence must be UTF-8, not only the last.
 			if !utf8.Valid(v) {
-				return fmt.Errorf("proto: map field %s holds invalid UTF-8", field)
+				return fmt.Errorf("authz: CheckRequest: map field %s holds invalid UTF-8", field)
 			}
 			if num == 1 {
 				key = v
@@ -166,7 +168,7 @@ func decodeMapEntry(b []byte, m map[string]string, field string) error {
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return protowire.ParseError(n)
+			return parseError(n)
 		}
 		b = b[n:]
 	}
@@ -219,7 +221,7 @@ func intern(b []byte) string {
 // like the generated decoder, it refuses invalid UTF-8.
 func utf8String(v []byte, num protowire.Number) (string, error) {
 	if !utf8.Valid(v) {
-		return "", fmt.Errorf("proto: string field %d holds invalid UTF-8", num)
+		return "", fmt.Errorf("authz: CheckRequest: string field %d holds invalid UTF-8", num)
 	}
 	return intern(v), nil
 }
@@ -229,24 +231,35 @@ func utf8String(v []byte, num protowire.Number) (string, error) {
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int, error) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
-		return 0, 0, 0, protowire.ParseError(n)
+		return 0, 0, 0, parseError(n)
 	}
 	if num > protowire.MaxValidNumber {
-		return 0, 0, 0, fmt.Errorf("proto: field number %d is out of range", num)
+		return 0, 0, 0, fmt.Errorf("authz: CheckRequest: field number %d is out of range", num)
 	}
 	return num, typ, n, nil
 }
 
-// mergeField is the generated decoder for one field: it merges the
-// encoded field (tag and value) into m, as proto.Unmarshal does when it
-// meets that field in m's encoding.
-var mergeField = protov2.UnmarshalOptions{Merge: true}
+func parseError(n int) error {
+	return fmt.Errorf("authz: CheckRequest: %w", protowire.ParseError(n))
+}
 
-// eachField walks the fields of the message encoded in b. A
-// length-delimited field goes to own with its contents; own returns
-// whether it decoded the field. Every other field, and every one own
-// declines, is merged into m by the generated decoder.
-func eachField(b []byte, m protov2.Message, own func(protowire.Number, []byte) (bool, error)) error {
+// mergeField is the generated decoder for one field at nesting depth
+// (CheckRequest's own fields are at 0): it merges the encoded field (tag
+// and value) into m as proto.Unmarshal does when it meets that field,
+// with what is left of proto.Unmarshal's recursion limit at that depth,
+// so that a request nested too deep is refused here too.
+var mergeField = func() (opts [4]protov2.UnmarshalOptions) {
+	for depth := range opts {
+		opts[depth] = protov2.UnmarshalOptions{Merge: true, RecursionLimit: protowire.DefaultRecursionLimit - depth}
+	}
+	return opts
+}()
+
+// eachField walks the fields of the message encoded in b, m at nesting
+// depth. A length-delimited field goes to own with its contents; own
+// returns whether it decoded the field. Every other field, and every one
+// own declines, is merged into m by the generated decoder.
+func eachField(b []byte, m protov2.Message, depth int, own func(protowire.Number, []byte) (bool, error)) error {
 	for len(b) > 0 {
 		num, typ, n, err := consumeTag(b)
 		if err != nil {
@@ -254,7 +267,7 @@ func eachField(b []byte, m protov2.Message, own func(protowire.Number, []byte) (
 		}
 		size := protowire.ConsumeFieldValue(num, typ, b[n:])
 		if size < 0 {
-			return protowire.ParseError(size)
+			return parseError(size)
 		}
 		field := b[:n+size]
 		b = b[n+size:]
@@ -268,7 +281,7 @@ func eachField(b []byte, m protov2.Message, own func(protowire.Number, []byte) (
 				continue
 			}
 		}
-		if err := mergeField.Unmarshal(field, m); err != nil {
+		if err := mergeField[depth].Unmarshal(field, m); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package authz
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -138,11 +139,15 @@ func decodeBoth(t *testing.T, b []byte) (accepted bool) {
 	var got, want authv3.CheckRequest
 	gotErr := decodeCheckRequest(b, &got)
 	wantErr := proto.Unmarshal(b, &want)
+	shown := fmt.Sprintf("% x", b)
+	if len(b) > 64 {
+		shown = fmt.Sprintf("% x … (%d bytes)", b[:64], len(b))
+	}
 	switch {
 	case (gotErr == nil) != (wantErr == nil):
-		t.Fatalf("% x: decodeCheckRequest error %v, generated decoder error %v", b, gotErr, wantErr)
+		t.Fatalf("%s: decodeCheckRequest error %v, generated decoder error %v", shown, gotErr, wantErr)
 	case gotErr == nil && !proto.Equal(&got, &want):
-		t.Fatalf("% x: decodeCheckRequest\n%v\ngenerated decoder\n%v", b, &got, &want)
+		t.Fatalf("%s: decodeCheckRequest\n%v\ngenerated decoder\n%v", shown, &got, &want)
 	}
 	return gotErr == nil
 }
@@ -168,6 +173,33 @@ func FuzzDecodeCheckRequest(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { decodeBoth(t, b) })
+}
+
+// TestDecodeCheckRequestDepth: a request nested just too deep for the
+// generated decoder (metadata is a Struct of ListValues of Values...) is
+// refused by decodeCheckRequest too, and one level less is accepted.
+func TestDecodeCheckRequestDepth(t *testing.T) {
+	deep := func(n int) []byte {
+		v := structpb.NewNullValue()
+		for range n {
+			v = structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{v}})
+		}
+		return marshal(t, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{MetadataContext: &corev3.Metadata{
+			FilterMetadata: map[string]*structpb.Struct{"k": {Fields: map[string]*structpb.Value{"v": v}}}}}})
+	}
+	// The generated decoder's limit, in levels of lists.
+	n := sort.Search(protowire.DefaultRecursionLimit, func(n int) bool {
+		var req authv3.CheckRequest
+		return proto.Unmarshal(deep(n), &req) != nil
+	})
+	if n == protowire.DefaultRecursionLimit {
+		t.Fatal("the generated decoder took every depth")
+	}
+	for _, d := range []int{n - 1, n} {
+		if accepted := decodeBoth(t, deep(d)); accepted != (d < n) {
+			t.Errorf("%d levels: accepted %v", d, accepted)
+		}
+	}
 }
 
 // TestCheckCodecSplitMessage: a request gRPC hands over in pieces (one

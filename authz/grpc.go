@@ -61,7 +61,9 @@ func ServerOptions() []grpc.ServerOption {
 // NewGRPCServer returns a gRPC server with the Authorization service, the
 // gRPC health service (with the returned health server, which the caller
 // flips as readiness changes) and server reflection (so grpcurl works).
-// It decodes CheckRequests with checkCodec.
+// It decodes CheckRequests with checkCodec (grpc.ForceServerCodecV2 is
+// marked experimental in grpc-go: a grpc-go upgrade must keep the codec
+// tests passing).
 func NewGRPCServer(s *Server, opts ...grpc.ServerOption) (*grpc.Server, *Health) {
 	base := append(ServerOptions(), grpc.ForceServerCodecV2(checkCodec{}))
 	gs := grpc.NewServer(append(base, opts...)...)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/encoding"
@@ -65,8 +67,10 @@ func (c answerCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // readAnswer sets a from the encoded CheckResponse b, reading its status
 // and stepping over every other field. As in proto.Unmarshal, a field of
-// the wrong wire type is an unknown field, and a message that is not a
-// valid protobuf encoding is an error.
+// the wrong wire type is an unknown field, and broken framing, a field
+// number out of range or a status message that is not UTF-8 is an error.
+// What lies inside the fields it steps over is not checked: the bench
+// reads the status, and proto.Unmarshal refuses some answers it takes.
 func readAnswer(b []byte, a *answer) error {
 	*a = answer{}
 	var msg []byte
@@ -87,10 +91,16 @@ func readAnswer(b []byte, a *answer) error {
 		// A status sent twice is merged into one, as proto.Unmarshal does.
 		return eachField(v, readStatus)
 	})
-	if err == nil && a.code != 0 {
+	if err != nil {
+		return err
+	}
+	if !utf8.Valid(msg) {
+		return errors.New("bench: the answer's status message is not UTF-8")
+	}
+	if a.code != 0 {
 		a.message = string(msg)
 	}
-	return err
+	return nil
 }
 
 // eachField calls f with each field of the encoded message b: its number,
@@ -101,6 +111,9 @@ func eachField(b []byte, f func(protowire.Number, protowire.Type, []byte) error)
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
+		}
+		if num > protowire.MaxValidNumber {
+			return fmt.Errorf("bench: field number %d in an answer is out of range", num)
 		}
 		b = b[n:]
 		n = protowire.ConsumeFieldValue(num, typ, b)
