@@ -1677,7 +1677,6 @@ func waitSidegateReady(ctx context.Context, c *child, url string, wait time.Dura
 	return fmt.Errorf("bench: sidegate not ready after %s: %s; its log:\n%s", wait, last, c.logTail())
 }
 
-// run is one warm-up and one measured run of load against t.
 // run drives t with load l for the warm-up, then for the measured
 // duration. With profile set, it writes the CPU profile of t (sidegate,
 // with debug.pprof on) over the measured part to that file.

@@ -58,11 +58,10 @@ func (c answerCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		}
 		return nil
 	}
-	if len(data) == 1 {
-		return readAnswer(data[0].ReadOnlyData(), a)
-	}
-	b := data.Materialize()
-	return readAnswer(b, a)
+	// An answer in one buffer is read in place.
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return readAnswer(buf.ReadOnlyData(), a)
 }
 
 // readAnswer sets a from the encoded CheckResponse b, reading its status
