@@ -201,8 +201,8 @@ func checkResponse(d *Decision) *authv3.CheckResponse {
 		return allowResponse(d)
 	}
 	// A requirement's denial names its route and scopes: not shared.
-	if d.requirement() != nil {
-		return buildDenyResponse(d.Reason, d.Challenge(), d.Body())
+	if re := d.requirement(); re != nil {
+		return buildDenyResponse(d.Reason, d.challenge(re), d.body(re))
 	}
 	return denyResponse(d.Reason)
 }

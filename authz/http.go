@@ -29,11 +29,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	h.Set("WWW-Authenticate", d.Challenge())
+	re := d.requirement()
+	h.Set("WWW-Authenticate", d.challenge(re))
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(d.Reason.Status)
 	if r.Method != http.MethodHead {
-		_, _ = io.WriteString(w, d.Body())
+		_, _ = io.WriteString(w, d.body(re))
 	}
 }
 

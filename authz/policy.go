@@ -71,23 +71,23 @@ func (d *Decision) requirement() *RequirementError {
 	return nil
 }
 
-// Challenge is the WWW-Authenticate value of the decision's denial: the
-// reason's, with the scopes the route requires for insufficient_scope
-// (RFC 6750 §3).
-func (d *Decision) Challenge() string {
-	if re := d.requirement(); re != nil && d.Reason.Error == "insufficient_scope" && len(re.Scopes) > 0 {
+// challenge is the WWW-Authenticate value of the decision's denial, re
+// being d.requirement(): the reason's, with the scopes the route requires
+// for insufficient_scope (RFC 6750 §3).
+func (d *Decision) challenge(re *RequirementError) string {
+	if re != nil && d.Reason.Error == "insufficient_scope" && len(re.Scopes) > 0 {
 		return fmt.Sprintf(`Bearer realm="sidegate", error=%q, error_description=%q, scope=%q`,
 			d.Reason.Error, d.Reason.Description, strings.Join(re.Scopes, " "))
 	}
 	return d.Reason.Challenge()
 }
 
-// Body is the JSON body of the decision's denial: the reason's, and for a
-// route requirement also the route and which requirement failed (never a
-// claim's value).
-func (d *Decision) Body() string {
+// body is the JSON body of the decision's denial, re being
+// d.requirement(): the reason's, and for a route requirement also the
+// route and which requirement failed (never a claim's value).
+func (d *Decision) body(re *RequirementError) string {
 	b := d.Reason.Body()
-	if re := d.requirement(); re != nil {
+	if re != nil {
 		return fmt.Sprintf(`%s,"route":%q,"requirement":%q}`, b[:len(b)-1], re.Route, re.Requirement)
 	}
 	return b

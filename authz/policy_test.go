@@ -357,17 +357,18 @@ func TestPolicyRequirementResponse(t *testing.T) {
 	if d.Allowed || d.Reason.Status != 403 || d.Reason.Code != "claim_mismatch" {
 		t.Fatalf("allowed=%v status %d reason %q", d.Allowed, d.Reason.Status, d.Reason.Code)
 	}
-	if got, want := d.Challenge(), `Bearer realm="sidegate", error="insufficient_scope", error_description="the token lacks a claim this route requires", scope="admin:write"`; got != want {
+	challenge, body := d.challenge(d.requirement()), d.body(d.requirement())
+	if got, want := challenge, `Bearer realm="sidegate", error="insufficient_scope", error_description="the token lacks a claim this route requires", scope="admin:write"`; got != want {
 		t.Errorf("challenge %s\nwant      %s", got, want)
 	}
-	var body struct{ Error, Reason, Route, Requirement string }
-	if err := json.Unmarshal([]byte(d.Body()), &body); err != nil {
-		t.Fatalf("body %s: %v", d.Body(), err)
+	var got struct{ Error, Reason, Route, Requirement string }
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("body %s: %v", body, err)
 	}
-	if body.Error != "insufficient_scope" || body.Reason != "claim_mismatch" || body.Route != "admin" || body.Requirement != "claim realm_access.roles" {
-		t.Errorf("body %s", d.Body())
+	if got.Error != "insufficient_scope" || got.Reason != "claim_mismatch" || got.Route != "admin" || got.Requirement != "claim realm_access.roles" {
+		t.Errorf("body %s", body)
 	}
-	if strings.Contains(d.Body(), "secret-role-value") || strings.Contains(d.Challenge(), "secret-role-value") {
+	if strings.Contains(body, "secret-role-value") || strings.Contains(challenge, "secret-role-value") {
 		t.Errorf("a claim value leaked into the response")
 	}
 	var re *RequirementError
