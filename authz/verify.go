@@ -62,11 +62,7 @@ func checkShape(tok string, maxSize int) error {
 	}
 	segs, start := 0, 0
 	for i := 0; i <= len(tok); i++ {
-		// Eight base64url characters a step, as isB64Token does.
-		for i+8 <= len(tok) && charClass[tok[i]]&charClass[tok[i+1]]&charClass[tok[i+2]]&charClass[tok[i+3]]&
-			charClass[tok[i+4]]&charClass[tok[i+5]]&charClass[tok[i+6]]&charClass[tok[i+7]]&base64URLChar != 0 {
-			i += 8
-		}
+		i = skip8(tok, i, base64URLChar)
 		if i == len(tok) || tok[i] == '.' {
 			if i == start {
 				return fmt.Errorf("%w: empty segment", ErrMalformed)
