@@ -180,8 +180,8 @@ func TestJWKSOutageMidTraffic(t *testing.T) {
 			t.Errorf("no \"jwks refresh failed\" log line for %s", cause)
 		}
 	}
-	report(t, "outage %s: %s; %v failed refreshes counted; %d checks in all, 0 wrong; /readyz 200 throughout (%d probes)",
-		outage.Round(100*time.Millisecond), strings.Join(phases, ", then "), failed, c.total(), readyChecks.Load())
+	report(t, "outage %s: %s; %v failed refreshes counted; %d checks in all, %d wrong; /readyz 200 throughout (%d probes)",
+		outage.Round(100*time.Millisecond), strings.Join(phases, ", then "), failed, c.total(), c.wrongCount(), readyChecks.Load())
 }
 
 // logLines counts the lines of sidegate's log that contain what, and one

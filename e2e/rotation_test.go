@@ -71,5 +71,5 @@ func TestKeyRotation(t *testing.T) {
 	if found < 1 {
 		t.Errorf(`sidegate_jwks_unknown_kid_total{outcome="found"} = %v: the new key's first tokens were not verified through an unknown-kid refetch`, found)
 	}
-	report(t, "%d checks across the rotation, by kid: %s; 0 wrong; the new key's first tokens verified through the unknown-kid refetch (unknown_kid_total{found} %v)", c.total(), c.byClass(), found)
+	report(t, "%d checks across the rotation, by kid: %s; %d wrong; the new key's first tokens verified through the unknown-kid refetch (unknown_kid_total{found} %v)", c.total(), c.byClass(), c.wrongCount(), found)
 }
