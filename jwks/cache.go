@@ -437,17 +437,19 @@ func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time
 	// A fetch joined may have asked for the JWKS before the key was
 	// published (a scheduled refresh in flight when the identity provider
 	// adds a key and signs with it at once): its answer does not settle
-	// the kid. Once it ends without it, the lookup starts a fetch of its
-	// own, under the same rate limit, before it gives up.
-	for joined := true; ; {
-		if !is.fetching {
+	// the kid. Once it ends without it, the lookup looks once more: it
+	// joins the fetch under way then, which began after the first ended,
+	// or starts one of its own under the same rate limit. That second
+	// answer settles the kid either way.
+	for retry := false; ; retry = true {
+		joined := is.fetching
+		if !joined {
 			if now.Sub(is.lastKidFetch) < c.opts.MinRefreshInterval {
 				is.mu.Unlock()
 				count("rate_limited")
 				return nil, ErrUnknownKey
 			}
 			is.lastKidFetch = now
-			joined = false
 		}
 		fetched := c.startFetchLocked(context.WithoutCancel(ctx), is)
 		is.mu.Unlock()
@@ -465,7 +467,7 @@ func (c *Cache) unknownKid(ctx context.Context, is *issuer, kid string, now time
 				return k, nil
 			}
 		}
-		if !joined {
+		if !joined || retry {
 			break
 		}
 		now = c.opts.Now()
