@@ -378,26 +378,36 @@ func TestPolicyRequirementResponse(t *testing.T) {
 }
 
 // TestPolicyCachedClaims: requirements hold on tokens served from the
-// verified-token cache, which keeps no claim map.
+// verified-token cache, which keeps no claim map: each round's answers,
+// allow or deny, are the first round's.
 func TestPolicyCachedClaims(t *testing.T) {
 	f := policyFixture(t, policyYAML, benchCacheConfig)
 	c := f.claims()
 	c["scope"] = "admin:write"
 	c["realm_access"] = map[string]any{"roles": []string{"admin"}}
 	c["email_verified"] = true
-	tok := f.token(t, "ES256", c, nil)
+	admin := f.token(t, "ES256", c, nil)
+	c["realm_access"] = map[string]any{"roles": []string{"user"}}
+	user := f.token(t, "ES256", c, nil)
 	for i := range 3 {
 		for _, p := range []struct {
-			path string
-			ok   bool
-		}{{"/admin/x", true}, {"/beta/x", true}, {"/orders", true}} {
-			d := f.engine.Decide(context.Background(), Input{Headers: bearer(tok), Method: "GET", Path: p.path})
-			if d.Allowed != p.ok || (p.path == "/admin/x" && d.Reason.Code != "ok") {
-				t.Errorf("round %d %s: allowed=%v reason %q (%v)", i, p.path, d.Allowed, d.Reason.Code, d.Err)
+			tok, path string
+			allowed   bool
+			reason    string
+		}{
+			{admin, "/admin/x", true, "ok"},
+			{admin, "/beta/x", true, "insufficient_scope"}, // the shadow route: reported, not enforced
+			{admin, "/orders", true, "ok"},
+			{user, "/admin/x", false, "claim_mismatch"},
+			{user, "/orders", true, "ok"},
+		} {
+			d := f.engine.Decide(context.Background(), Input{Headers: bearer(p.tok), Method: "GET", Path: p.path})
+			if d.Allowed != p.allowed || d.Reason.Code != p.reason {
+				t.Errorf("round %d %s: allowed=%v reason %q (%v), want %v %s", i, p.path, d.Allowed, d.Reason.Code, d.Err, p.allowed, p.reason)
 			}
 		}
 	}
-	if st := f.engine.cache.stats(); st.hits < 6 {
+	if st := f.engine.cache.stats(); st.hits < 10 {
 		t.Errorf("cache hits %d: the later rounds should be served from the cache", st.hits)
 	}
 }
