@@ -35,6 +35,9 @@ type daemon struct {
 	deny     authz.Denylist         // what engines check; nil without revocation
 	sink     *issuerCheckedSink     // what the feed applies events through; nil without revocation
 	reload   *reloader              // nil when not loaded from a file
+	// stages observes every engine's stage timings (metrics.stages); nil
+	// when off.
+	stages   func(string, time.Duration)
 	grpc     *grpc.Server
 	health   *authz.Health
 	http     *http.Server
@@ -45,16 +48,14 @@ type daemon struct {
 }
 
 // buildEngine makes the decision engine for cfg, over the daemon's key
-// cache and denylist, reporting stage timings to stages when set. Start-up
-// and every reload build it the same way.
-func (d *daemon) buildEngine(cfg *Config, stages func(string, time.Duration)) (*authz.Engine, error) {
+// cache and denylist, reporting stage timings to d.stages. Start-up and
+// every reload build it the same way.
+func (d *daemon) buildEngine(cfg *Config) (*authz.Engine, error) {
 	engine, err := authz.NewEngine(cfg.engineConfig(), d.keys, d.deny, nil)
 	if err != nil {
 		return nil, err
 	}
-	if stages != nil {
-		engine.SetStageObserver(stages)
-	}
+	engine.SetStageObserver(d.stages)
 	return engine, nil
 }
 
@@ -88,15 +89,14 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 		return nil, err
 	}
 	m.InitRoutes(cfg.policy.RouteNames())
-	var stages func(string, time.Duration)
 	if cfg.Metrics.Stages {
 		sm, err := authz.NewStageMetrics(reg)
 		if err != nil {
 			return nil, err
 		}
-		stages = sm.Observe
+		d.stages = sm.Observe
 	}
-	engine, err := d.buildEngine(cfg, stages)
+	engine, err := d.buildEngine(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,6 @@ func newDaemon(cfg *Config, log *slog.Logger) (*daemon, error) {
 		if d.reload, err = newReloader(cfg, d, srv, m, reg, log.With("component", "config")); err != nil {
 			return nil, err
 		}
-		d.reload.stages = stages
 	}
 	d.grpc, d.health = authz.NewGRPCServer(srv)
 	d.http = &http.Server{
@@ -160,23 +159,21 @@ func (d *daemon) buildRevocation(reg prometheus.Registerer) error {
 	if err != nil {
 		return err
 	}
+	// The feed applies events through a sink that checks each event's
+	// issuer against the configured ones (and follows reloads).
+	sink := &issuerCheckedSink{list: list, log: d.log.With("component", "revocation"), warned: map[string]bool{}}
+	sink.setIssuers(d.cfg)
 	feed, err := revocation.NewSubscriber(revocation.SubscriberOptions{
 		NATS:       nopts,
 		DenyAfter:  r.OnDisconnect.DenyAfter.D(),
 		Logger:     d.log.With("component", "revocation"),
 		Registerer: reg,
-	}, d.checkedSink(list))
+	}, sink)
 	if err != nil {
 		return err
 	}
-	d.denylist, d.feed = list, feed
+	d.denylist, d.feed, d.sink = list, feed, sink
 	return nil
-}
-
-func (d *daemon) checkedSink(list *revocation.Denylist) *issuerCheckedSink {
-	d.sink = &issuerCheckedSink{list: list, log: d.log.With("component", "revocation"), warned: map[string]bool{}}
-	d.sink.setIssuers(d.cfg)
-	return d.sink
 }
 
 func (d *daemon) closeListeners() {

@@ -36,8 +36,6 @@ type reloader struct {
 	srv  *authz.Server
 	m    *authz.Metrics
 	log  *slog.Logger
-	// stages, when metrics.stages is on, observes every new engine.
-	stages func(string, time.Duration)
 
 	mu      sync.Mutex // one reload at a time
 	current *Config    // in force
@@ -146,7 +144,7 @@ func (r *reloader) fail(why string, err error) {
 
 // apply makes cfg the configuration in force.
 func (r *reloader) apply(cfg *Config) error {
-	engine, err := r.d.buildEngine(cfg, r.stages)
+	engine, err := r.d.buildEngine(cfg)
 	if err != nil {
 		return err
 	}
